@@ -9,3 +9,7 @@ os.environ.setdefault(
     "GEMINI_EMBED_DATA",
     os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data")),
 )
+
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # shared test helpers (real_texts)

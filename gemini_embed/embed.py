@@ -1,0 +1,146 @@
+"""The jitted embed function and the Embedder API.
+
+One pure function `(params, tokens [B, L], mask [B, L]) -> embeddings [B, E]` is jitted with
+its batch sharded over all local devices. Inputs are sorted by length and padded to a small
+fixed set of (rows, length) buckets, so the number of compilations stays bounded whatever
+the inputs; the output order is restored.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from gemini_embed import sharding
+from gemini_embed.model.embedding_model import EmbeddingModel, EmbeddingModelConfig, mrl_truncate
+from gemini_embed.tokenize import apply_prompt
+
+MIN_BUCKET = 16
+
+
+def length_buckets(max_length: int) -> list[int]:
+    """Powers of two from 16 up to max_length, and max_length itself."""
+    out, n = [], MIN_BUCKET
+    while n < max_length:
+        out.append(n)
+        n *= 2
+    return out + [max_length]
+
+
+def make_embed_fn(model: EmbeddingModel, mesh, params_sharding):
+    """The jitted embed function: params sharded by the logical rules, batch over ('data', 'fsdp')."""
+    batch = sharding.batch_sharding(mesh, 2)
+    return jax.jit(model.apply, in_shardings=(params_sharding, batch, batch),
+                   out_shardings=sharding.batch_sharding(mesh, 2))
+
+
+class Embedder:
+    """A pretrained embedding model ready to embed text: tokenizer + params + jitted function.
+
+    Build with `Embedder.from_pretrained(name_or_dir, **overrides)`.
+    """
+
+    def __init__(self, config: EmbeddingModelConfig, params: Any, tokenizer, *, max_length: int,
+                 uses_prompts: bool, name: str = "model", mesh=None):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.max_length = int(max_length)
+        self.uses_prompts = uses_prompts
+        self.name = name
+        self.mesh = mesh if mesh is not None else sharding.make_mesh(data=-1, devices=jax.local_devices())
+        self.model = EmbeddingModel(config)
+        abstract = jax.eval_shape(self.model.init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32),
+                                  jnp.ones((1, 8), bool))
+        shardings = sharding.param_shardings(abstract, self.mesh)
+        self.params = jax.device_put(params, shardings)
+        self._fn = make_embed_fn(self.model, self.mesh, shardings)
+        self._shapes_seen: set[tuple[int, int]] = set()
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, **overrides) -> "Embedder":
+        """A registered name ("gemma3-270m", "all-minilm-l6-v2") or a local directory.
+
+        Keyword overrides change the model's config, e.g. `projection=None`, `max_length=2048`,
+        `mrl_dims=(128, 768)`, `dtype="bfloat16"`, `attention="causal"`.
+        """
+        from gemini_embed.pretrained import load
+
+        return load(name_or_path, **overrides)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def dim(self) -> int:
+        return self.config.output_dim
+
+    @property
+    def num_compilations(self) -> int:
+        """Distinct input shapes run so far: each compiled once."""
+        return len(self._shapes_seen)
+
+    # ------------------------------------------------------------------ embedding
+    def embed(self, texts: Sequence[str], task: str | None = None, dim: int | None = None,
+              batch_size: int = 64, titles: Sequence[str | None] | None = None,
+              progress: bool | None = None) -> np.ndarray:
+        """L2-normalised float32 embeddings [len(texts), dim], in input order.
+
+        task: None = raw text; a query task name ("search result", ...) = `task: {task} | query: {text}`;
+        "document" = `title: {title or none} | text: {text}`. Models trained without prompts
+        (uses_prompts=False) ignore `task` for formatting and join titles to the text.
+        """
+        dim = self.dim if dim is None else dim
+        if not isinstance(dim, (int, np.integer)) or not 1 <= dim <= self.dim:
+            raise ValueError(f"dim={dim!r} is outside this model's range 1..{self.dim} "
+                             f"(Matryoshka dims it was trained for: {list(self.config.mrl_dims)})")
+        if isinstance(texts, str):
+            raise TypeError("texts must be a sequence of strings, not one string: wrap it in a list")
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            if not isinstance(t, str):
+                raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+        if titles is not None and len(titles) != len(texts):
+            raise ValueError(f"got {len(titles)} titles for {len(texts)} texts")
+        if not texts:
+            return np.zeros((0, dim), np.float32)
+        prompted = apply_prompt(texts, task if self.uses_prompts else None, titles)
+        ids, truncated = self.tokenizer.encode(prompted, self.max_length)
+        if any(truncated):
+            n = int(np.sum(truncated))
+            warnings.warn(f"{n} of {len(texts)} text(s) exceed max_length={self.max_length} tokens and were "
+                          f"truncated (first: texts[{int(np.argmax(truncated))}])", stacklevel=2)
+        out = self._embed_ids(ids, batch_size, progress)
+        return out if dim == self.dim else mrl_truncate(out, dim)
+
+    def _embed_ids(self, ids: list[list[int]], batch_size: int, progress: bool | None) -> np.ndarray:
+        n_dev = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+        lengths = np.array([len(x) for x in ids])
+        order = np.argsort(-lengths, kind="stable")  # longest first: similar lengths share a batch
+        buckets = length_buckets(self.max_length)
+        # Rows per call: the batch size, or the next power of two for a small input, a multiple of devices.
+        rows = min(batch_size, 1 << max(0, math.ceil(math.log2(len(ids)))))
+        rows = max(n_dev, math.ceil(rows / n_dev) * n_dev)
+        out = np.empty((len(ids), self.dim), np.float32)
+        starts = range(0, len(ids), rows)
+        show = progress if progress is not None else len(starts) >= 20
+        for s in tqdm(starts, desc=f"embed {self.name}", unit="batch", disable=not show):
+            idx = order[s:s + rows]
+            length = next(b for b in buckets if b >= lengths[idx].max())
+            tokens = np.full((rows, length), self.tokenizer.pad_id, np.int32)
+            mask = np.zeros((rows, length), bool)
+            for r, i in enumerate(idx):
+                tokens[r, :lengths[i]] = ids[i]
+                mask[r, :lengths[i]] = True
+            self._shapes_seen.add((rows, length))
+            emb = self._fn(self.params, tokens, mask)
+            out[idx] = np.asarray(emb)[:len(idx)]
+        return out
+
+    def replace_params(self, params: Any) -> "Embedder":
+        """The same model with other params (e.g. after training or a soup)."""
+        return Embedder(self.config, params, self.tokenizer, max_length=self.max_length,
+                        uses_prompts=self.uses_prompts, name=self.name, mesh=self.mesh)

@@ -1,0 +1,202 @@
+"""Gemma 3 transformer (Flax Linen), causal as the pretrained LLM or bidirectional as an encoder.
+
+Axis legend:
+  B batch, L sequence length, D d_model, N query heads, G kv heads (GQA),
+  K head dim, F MLP hidden dim, V vocabulary.
+
+Gemma 3 details that matter for loading real weights: RMSNorm applied as `1 + w`,
+embeddings scaled by sqrt(D), GQA, q/k RMSNorm, GeGLU (tanh GELU), RoPE with base
+1e6 on global layers and 1e4 on local sliding-window layers, one global layer every
+`global_every` layers, tied input/output embedding.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Literal
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Attention = Literal["causal", "bidirectional"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Gemma3Config:
+    vocab_size: int
+    d_model: int
+    num_layers: int
+    num_heads: int
+    num_kv_heads: int
+    head_dim: int
+    mlp_dim: int
+    sliding_window: int = 512
+    global_every: int = 6  # layers 5, 11, 17, ... use full attention
+    query_pre_attn_scalar: float = 256.0
+    rope_global_base: float = 1_000_000.0
+    rope_local_base: float = 10_000.0
+    rope_global_scale: float = 1.0  # linear RoPE scaling of global layers (4B and up: 8)
+    norm_eps: float = 1e-6
+    attention: Attention = "bidirectional"
+    dtype: str = "float32"  # compute dtype; params stay float32
+    remat: bool = False  # recompute each layer's activations in the backward pass
+
+    def is_global(self, layer: int) -> bool:
+        return (layer + 1) % self.global_every == 0
+
+    @property
+    def compute_dtype(self):
+        return jnp.dtype(self.dtype)
+
+
+# Published Gemma 3 text-model architectures. Checked by shape only (jax.eval_shape).
+GEMMA3_PRESETS: dict[str, Gemma3Config] = {
+    "gemma3-270m": Gemma3Config(vocab_size=262_144, d_model=640, num_layers=18, num_heads=4, num_kv_heads=1,
+                                head_dim=256, mlp_dim=2048, sliding_window=512),
+    "gemma3-1b": Gemma3Config(vocab_size=262_144, d_model=1152, num_layers=26, num_heads=4, num_kv_heads=1,
+                              head_dim=256, mlp_dim=6912, sliding_window=512),
+    "gemma3-4b": Gemma3Config(vocab_size=262_208, d_model=2560, num_layers=34, num_heads=8, num_kv_heads=4,
+                              head_dim=256, mlp_dim=10_240, sliding_window=1024, rope_global_scale=8.0),
+    "gemma3-12b": Gemma3Config(vocab_size=262_208, d_model=3840, num_layers=48, num_heads=16, num_kv_heads=8,
+                               head_dim=256, mlp_dim=15_360, sliding_window=1024, rope_global_scale=8.0),
+    "gemma3-27b": Gemma3Config(vocab_size=262_208, d_model=5376, num_layers=62, num_heads=32, num_kv_heads=16,
+                               head_dim=128, mlp_dim=21_504, sliding_window=1024, rope_global_scale=8.0,
+                               query_pre_attn_scalar=168.0),
+    # Tiny random model with the real vocabulary, for tests and the tiny training config.
+    "gemma3-tiny": Gemma3Config(vocab_size=262_144, d_model=64, num_layers=3, num_heads=2, num_kv_heads=1,
+                                head_dim=32, mlp_dim=128, sliding_window=8, global_every=3),
+}
+
+
+class RMSNorm(nn.Module):
+    """Gemma RMSNorm: computed in float32, scaled by (1 + w) with w initialised to zero."""
+    eps: float = 1e-6
+    axis_name: str = "norm"
+
+    @nn.compact
+    def __call__(self, x):
+        w = self.param("scale", nn.with_logical_partitioning(nn.initializers.zeros_init(), (self.axis_name,)),
+                       (x.shape[-1],), jnp.float32)
+        x32 = x.astype(jnp.float32)
+        y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+        return (y * (1.0 + w)).astype(x.dtype)
+
+
+def rope(x, positions, base: float, scale: float):
+    """Rotary embedding, half-split layout (as the released checkpoints). x: [B, L, H, K]."""
+    half = x.shape[-1] // 2
+    inv_freq = 1.0 / (base ** (jnp.arange(half, dtype=jnp.float32) * 2.0 / x.shape[-1])) / scale  # [K/2]
+    angles = positions[:, :, None].astype(jnp.float32) * inv_freq  # [B, L, K/2]
+    sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
+    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
+
+
+def attention_mask(mask, config: Gemma3Config, is_global: bool):
+    """Boolean [B, 1, L, L] mask of the keys each query may see.
+
+    Bidirectional local layers see |i - j| <= window // 2 (as EmbeddingGemma); causal local
+    layers see the previous `window` positions including their own.
+    """
+    length = mask.shape[1]
+    i = jnp.arange(length)[:, None]
+    j = jnp.arange(length)[None, :]
+    allowed = jnp.ones((length, length), bool) if config.attention == "bidirectional" else j <= i
+    if not is_global:
+        if config.attention == "bidirectional":
+            allowed &= jnp.abs(i - j) <= config.sliding_window // 2
+        else:
+            allowed &= i - j < config.sliding_window
+    return allowed[None, None] & mask[:, None, None, :]
+
+
+class Attention(nn.Module):
+    config: Gemma3Config
+    is_global: bool
+
+    @nn.compact
+    def __call__(self, x, mask, positions):
+        c = self.config
+        dt = c.compute_dtype
+        init = nn.initializers.normal(stddev=c.d_model ** -0.5)
+
+        def proj(name, heads, axes):
+            return nn.DenseGeneral((heads, c.head_dim), use_bias=False, dtype=dt, name=name,
+                                   kernel_init=nn.with_logical_partitioning(init, axes))(x)
+
+        q = proj("q", c.num_heads, ("embed", "heads", "head_dim"))  # [B, L, N, K]
+        k = proj("k", c.num_kv_heads, ("embed", "kv_heads", "head_dim"))  # [B, L, G, K]
+        v = proj("v", c.num_kv_heads, ("embed", "kv_heads", "head_dim"))  # [B, L, G, K]
+        q = RMSNorm(c.norm_eps, "head_dim_norm", name="q_norm")(q)
+        k = RMSNorm(c.norm_eps, "head_dim_norm", name="k_norm")(k)
+        base = c.rope_global_base if self.is_global else c.rope_local_base
+        scale = c.rope_global_scale if self.is_global else 1.0
+        q, k = rope(q, positions, base, scale), rope(k, positions, base, scale)
+
+        groups = c.num_heads // c.num_kv_heads
+        q = q.reshape(*q.shape[:2], c.num_kv_heads, groups, c.head_dim)  # [B, L, G, N/G, K]
+        logits = jnp.einsum("bqgnk,bsgk->bgnqs", q, k, preferred_element_type=jnp.float32)
+        logits = logits * c.query_pre_attn_scalar ** -0.5
+        allowed = attention_mask(mask, c, self.is_global)[:, :, None]  # [B, 1, 1, L, L]
+        logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(logits, axis=-1).astype(dt)
+        out = jnp.einsum("bgnqs,bsgk->bqgnk", probs, v).reshape(*x.shape[:2], c.num_heads, c.head_dim)
+        return nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=False, dtype=dt, name="o",
+                               kernel_init=nn.with_logical_partitioning(init, ("heads", "head_dim", "embed")))(out)
+
+
+class MLP(nn.Module):
+    config: Gemma3Config
+
+    @nn.compact
+    def __call__(self, x):
+        c = self.config
+        init = nn.initializers.normal(stddev=c.d_model ** -0.5)
+
+        def dense(name, features, axes, h):
+            return nn.Dense(features, use_bias=False, dtype=c.compute_dtype, name=name,
+                            kernel_init=nn.with_logical_partitioning(init, axes))(h)
+
+        gate = dense("gate", c.mlp_dim, ("embed", "mlp"), x)  # [B, L, F]
+        up = dense("up", c.mlp_dim, ("embed", "mlp"), x)
+        return dense("down", c.d_model, ("mlp", "embed"), jax.nn.gelu(gate, approximate=True) * up)
+
+
+class Block(nn.Module):
+    config: Gemma3Config
+    is_global: bool
+
+    @nn.compact
+    def __call__(self, x, mask, positions):
+        c = self.config
+        h = Attention(c, self.is_global, name="attn")(RMSNorm(c.norm_eps, name="pre_attn_norm")(x), mask, positions)
+        x = x + RMSNorm(c.norm_eps, name="post_attn_norm")(h)
+        h = MLP(c, name="mlp")(RMSNorm(c.norm_eps, name="pre_mlp_norm")(x))
+        return x + RMSNorm(c.norm_eps, name="post_mlp_norm")(h)
+
+
+class Gemma3(nn.Module):
+    """tokens [B, L] int32, mask [B, L] bool (True = real token) -> hidden states [B, L, D] after the final norm."""
+    config: Gemma3Config
+
+    def setup(self):
+        c = self.config
+        self.embedder = nn.Embed(
+            c.vocab_size, c.d_model, dtype=c.compute_dtype, name="embedder",
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0), ("vocab", "embed")))
+        block = nn.remat(Block, static_argnums=()) if c.remat else Block
+        self.blocks = [block(c, c.is_global(i), name=f"layer_{i}") for i in range(c.num_layers)]
+        self.final_norm = RMSNorm(c.norm_eps)
+
+    def __call__(self, tokens, mask):
+        c = self.config
+        x = self.embedder(tokens) * jnp.asarray(c.d_model ** 0.5, c.compute_dtype)  # [B, L, D]
+        # Right padding: positions are simply 0..L-1 for every row.
+        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        for block in self.blocks:
+            x = block(x, mask, positions)
+        return self.final_norm(x)
+
+    def logits(self, hidden):
+        """Next-token logits [B, L, V] from hidden states, through the tied embedding (causal LM use)."""
+        return self.embedder.attend(hidden.astype(jnp.float32))

@@ -1,0 +1,196 @@
+"""Gemma 3 weights from GGUF (dequantised with `gguf`) or a Hugging Face safetensors folder.
+
+Both formats are read as plain tensors (no pickle, no code from the checkpoint), renamed to
+one canonical per-layer layout, then placed into our param tree with every shape checked.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+
+import numpy as np
+
+from gemini_embed.model.gemma3 import GEMMA3_PRESETS, Gemma3Config
+from gemini_embed.weights.validate import WeightImportError, require
+
+# canonical name -> (GGUF name, HF name); "{i}" is the layer index.
+_LAYER_NAMES = {
+    "q": ("blk.{i}.attn_q.weight", "model.layers.{i}.self_attn.q_proj.weight"),
+    "k": ("blk.{i}.attn_k.weight", "model.layers.{i}.self_attn.k_proj.weight"),
+    "v": ("blk.{i}.attn_v.weight", "model.layers.{i}.self_attn.v_proj.weight"),
+    "o": ("blk.{i}.attn_output.weight", "model.layers.{i}.self_attn.o_proj.weight"),
+    "q_norm": ("blk.{i}.attn_q_norm.weight", "model.layers.{i}.self_attn.q_norm.weight"),
+    "k_norm": ("blk.{i}.attn_k_norm.weight", "model.layers.{i}.self_attn.k_norm.weight"),
+    "pre_attn_norm": ("blk.{i}.attn_norm.weight", "model.layers.{i}.input_layernorm.weight"),
+    "post_attn_norm": ("blk.{i}.post_attention_norm.weight", "model.layers.{i}.post_attention_layernorm.weight"),
+    "pre_mlp_norm": ("blk.{i}.ffn_norm.weight", "model.layers.{i}.pre_feedforward_layernorm.weight"),
+    "post_mlp_norm": ("blk.{i}.post_ffw_norm.weight", "model.layers.{i}.post_feedforward_layernorm.weight"),
+    "gate": ("blk.{i}.ffn_gate.weight", "model.layers.{i}.mlp.gate_proj.weight"),
+    "up": ("blk.{i}.ffn_up.weight", "model.layers.{i}.mlp.up_proj.weight"),
+    "down": ("blk.{i}.ffn_down.weight", "model.layers.{i}.mlp.down_proj.weight"),
+}
+_GLOBAL_NAMES = {
+    "embedding": ("token_embd.weight", "model.embed_tokens.weight"),
+    "final_norm": ("output_norm.weight", "model.norm.weight"),
+}
+
+
+def build_params(get, c: Gemma3Config, source: str) -> dict:
+    """Our param tree from `get(canonical_name, layer, shape)`, which returns float32 tensors in
+    the checkpoint convention: linear weights [out, in], norm weights `w` (applied as 1 + w)."""
+    D, N, G, K, F = c.d_model, c.num_heads, c.num_kv_heads, c.head_dim, c.mlp_dim
+    params = {"embedder": {"embedding": get("embedding", None, (c.vocab_size, D))},
+              "final_norm": {"scale": get("final_norm", None, (D,))}}
+    for i in range(c.num_layers):
+        g = lambda name, shape: get(name, i, shape)  # noqa: E731
+        params[f"layer_{i}"] = {
+            "attn": {
+                "q": {"kernel": g("q", (N * K, D)).T.reshape(D, N, K)},
+                "k": {"kernel": g("k", (G * K, D)).T.reshape(D, G, K)},
+                "v": {"kernel": g("v", (G * K, D)).T.reshape(D, G, K)},
+                "o": {"kernel": g("o", (D, N * K)).T.reshape(N, K, D)},
+                "q_norm": {"scale": g("q_norm", (K,))},
+                "k_norm": {"scale": g("k_norm", (K,))},
+            },
+            "mlp": {"gate": {"kernel": g("gate", (F, D)).T},
+                    "up": {"kernel": g("up", (F, D)).T},
+                    "down": {"kernel": g("down", (D, F)).T}},
+            **{n: {"scale": g(n, (D,))} for n in ("pre_attn_norm", "post_attn_norm", "pre_mlp_norm", "post_mlp_norm")},
+        }
+    return {"params": params}
+
+
+# ---------------------------------------------------------------- GGUF
+
+def _gguf_field(reader, key, default=None):
+    field = reader.fields.get(key)
+    if field is None:
+        return default
+    return field.contents()
+
+
+def gemma3_config_from_gguf(reader, base: Gemma3Config | None = None) -> Gemma3Config:
+    """Architecture from GGUF metadata; what the file lacks (local RoPE base, layer pattern) from `base`."""
+    arch = _gguf_field(reader, "general.architecture")
+    if arch != "gemma3":
+        raise WeightImportError(f"GGUF architecture is {arch!r}, expected 'gemma3'")
+    p = "gemma3."
+    heads = int(_gguf_field(reader, p + "attention.head_count"))
+    head_dim = int(_gguf_field(reader, p + "attention.key_length"))
+    base = base or GEMMA3_PRESETS["gemma3-270m"]
+    return dataclasses.replace(
+        base,
+        vocab_size=len(reader.fields["tokenizer.ggml.tokens"].data),
+        d_model=int(_gguf_field(reader, p + "embedding_length")),
+        num_layers=int(_gguf_field(reader, p + "block_count")),
+        num_heads=heads,
+        num_kv_heads=int(_gguf_field(reader, p + "attention.head_count_kv")),
+        head_dim=head_dim,
+        mlp_dim=int(_gguf_field(reader, p + "feed_forward_length")),
+        sliding_window=int(_gguf_field(reader, p + "attention.sliding_window", base.sliding_window)),
+        rope_global_base=float(_gguf_field(reader, p + "rope.freq_base", base.rope_global_base)),
+        norm_eps=float(_gguf_field(reader, p + "attention.layer_norm_rms_epsilon", base.norm_eps)),
+        query_pre_attn_scalar=float(head_dim),
+    )
+
+
+def load_gemma3_gguf(path, **overrides) -> tuple[Gemma3Config, dict]:
+    """(config, params) from a Gemma 3 GGUF file. Quantised tensors are dequantised to float32."""
+    import gguf
+
+    path = pathlib.Path(path)
+    try:
+        reader = gguf.GGUFReader(path)
+    except Exception as e:  # truncated or not a GGUF file
+        raise WeightImportError(f"{path}: cannot read as GGUF ({type(e).__name__}: {e})") from e
+    config = dataclasses.replace(gemma3_config_from_gguf(reader), **overrides)
+    tensors = {t.name: t for t in reader.tensors}
+
+    def get(name, layer, shape):
+        key = (_GLOBAL_NAMES if layer is None else _LAYER_NAMES)[name][0].format(i=layer)
+        if key not in tensors:
+            raise WeightImportError(f"{path}: missing tensor {key!r} (expected shape {shape})")
+        t = tensors[key]
+        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
+        w = require({key: w}, key, shape, str(path))
+        # llama.cpp stores Gemma norm weights as 1 + w.
+        return w - 1.0 if key.endswith("norm.weight") else w
+
+    return config, build_params(get, config, str(path))
+
+
+# ---------------------------------------------------------------- Hugging Face safetensors folder
+
+def gemma3_config_from_hf(cfg: dict, base: Gemma3Config | None = None) -> Gemma3Config:
+    cfg = cfg.get("text_config", cfg)
+    base = base or GEMMA3_PRESETS["gemma3-270m"]
+    rope = cfg.get("rope_parameters") or {}
+    global_rope = rope.get("full_attention", {})
+    local_rope = rope.get("sliding_attention", {})
+    scaling = cfg.get("rope_scaling") or {}
+    c = dataclasses.replace(
+        base,
+        vocab_size=cfg["vocab_size"], d_model=cfg["hidden_size"], num_layers=cfg["num_hidden_layers"],
+        num_heads=cfg["num_attention_heads"], num_kv_heads=cfg["num_key_value_heads"],
+        head_dim=cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"]),
+        mlp_dim=cfg["intermediate_size"],
+        sliding_window=cfg.get("sliding_window") or base.sliding_window,
+        global_every=cfg.get("sliding_window_pattern", base.global_every),
+        query_pre_attn_scalar=float(cfg.get("query_pre_attn_scalar", base.query_pre_attn_scalar)),
+        rope_global_base=float(global_rope.get("rope_theta", cfg.get("rope_theta", base.rope_global_base))),
+        rope_local_base=float(local_rope.get("rope_theta", cfg.get("rope_local_base_freq", base.rope_local_base))),
+        rope_global_scale=float(global_rope.get("factor", scaling.get("factor", 1.0))),
+        norm_eps=float(cfg.get("rms_norm_eps", base.norm_eps)),
+    )
+    if cfg.get("use_bidirectional_attention"):
+        # transformers stores window // 2 + 1 (an exclusive bound) in bidirectional configs.
+        c = dataclasses.replace(c, sliding_window=(c.sliding_window - 1) * 2)
+    layer_types = cfg.get("layer_types")
+    if layer_types:
+        want = ["full_attention" if c.is_global(i) else "sliding_attention" for i in range(c.num_layers)]
+        if list(layer_types) != want:
+            raise WeightImportError(f"config.json layer_types {layer_types} do not follow one global layer "
+                                    f"every {c.global_every}; this layout is not supported")
+    return c
+
+
+def load_gemma3_hf(folder, **overrides) -> tuple[Gemma3Config, dict]:
+    """(config, params) from a Hugging Face folder: config.json + *.safetensors (sharded or not)."""
+    from safetensors import safe_open
+
+    folder = pathlib.Path(folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.exists():
+        raise WeightImportError(f"{folder}: no config.json")
+    config = dataclasses.replace(gemma3_config_from_hf(json.loads(cfg_path.read_text())), **overrides)
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        raise WeightImportError(f"{folder}: no *.safetensors file")
+    handles = {}
+    for f in files:
+        try:
+            h = safe_open(str(f), framework="np")
+        except Exception as e:
+            raise WeightImportError(f"{f}: cannot read as safetensors ({type(e).__name__}: {e})") from e
+        for key in h.keys():
+            # Multimodal checkpoints nest the text model under `language_model`.
+            handles[key.replace("model.language_model.", "model.").replace("language_model.model.", "model.")] = (h, key)
+
+    class _Lazy(dict):  # `require` checks names and shapes; tensors are read only when used
+        def __getitem__(self, k):
+            h, key = handles[k]
+            return h.get_tensor(key).astype(np.float32)
+
+        def __contains__(self, k):
+            return k in handles
+
+    lazy = _Lazy()
+
+    def get(name, layer, shape):
+        key = (_GLOBAL_NAMES if layer is None else _LAYER_NAMES)[name][1].format(i=layer)
+        if key not in lazy:
+            raise WeightImportError(f"{folder}: missing tensor {key!r} (expected shape {shape})")
+        return require({key: lazy[key]}, key, shape, str(folder))
+
+    return config, build_params(get, config, str(folder))

@@ -67,7 +67,7 @@ def _bert(folder, **enc_overrides) -> _Loaded:
     st_cfg = pathlib.Path(folder) / "sentence_bert_config.json"
     if st_cfg.exists():  # sentence-transformers' own truncation length
         max_length = json.loads(st_cfg.read_text()).get("max_seq_length", max_length)
-    tok = BertTokenizer.from_file(pathlib.Path(folder) / "tokenizer.json")
+    tok = BertTokenizer(pathlib.Path(folder) / "tokenizer.json")
     return _Loaded(cfg, params, tok, max_length, False, (), ())
 
 

@@ -324,7 +324,8 @@ class BertTokenizer:
         _check_max_length(max_length)
         # Special tokens are added by `_wrap`, not the post-processor: one truncation rule for
         # both tokenizers, and no per-call mutation of the shared Rust tokenizer's settings.
-        encs = self._tok.encode_batch(list(texts), add_special_tokens=False) if len(texts) else []
+        # `encode_batch_fast` skips character offsets, which we never use (~30% faster).
+        encs = self._tok.encode_batch_fast(list(texts), add_special_tokens=False) if len(texts) else []
         return _wrap([e.ids for e in encs], self.bos_id, self.eos_id, max_length)
 
     def decode(self, ids: Sequence[int]) -> str:

@@ -1,0 +1,135 @@
+"""Run several evaluation tasks against one encoder: timing, progress, MRL truncation, reports."""
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from gemini_embed.eval import tasks as tasks_lib
+from gemini_embed.eval.evaluators import EVALUATORS
+from gemini_embed.eval.search import l2_normalize
+
+Encode = Callable[..., np.ndarray]
+
+
+def checked(encode: Encode) -> Encode:
+    """`encode` whose output is verified to be a finite [len(texts), D] float32 array."""
+
+    def wrapped(texts, task=None, titles=None):
+        kwargs = {"task": task} if titles is None else {"task": task, "titles": titles}
+        out = np.asarray(encode(texts, **kwargs), dtype=np.float32)
+        if out.ndim != 2 or out.shape[0] != len(texts):
+            raise ValueError(f"encode returned shape {out.shape} for {len(texts)} texts (expected [N, D])")
+        if not np.all(np.isfinite(out)):
+            raise ValueError("encode returned non-finite values")
+        return out
+
+    return wrapped
+
+
+def truncated(encode: Encode, dims: int) -> Encode:
+    """Matryoshka view of `encode`: the first `dims` dimensions, re-normalised."""
+
+    def wrapped(texts, task=None, titles=None):
+        out = encode(texts, task=task, titles=titles)
+        if dims > out.shape[1]:
+            raise ValueError(f"dims={dims} exceeds the embedding size {out.shape[1]}")
+        return l2_normalize(out[:, :dims])
+
+    return wrapped
+
+
+def memoized(encode: Encode) -> Encode:
+    """`encode` that returns the stored array when called again with the same inputs."""
+    cache: dict = {}
+
+    def wrapped(texts, task=None, titles=None):
+        key = (task, tuple(texts), None if titles is None else tuple(titles))
+        if key not in cache:
+            cache[key] = encode(texts, task=task, titles=titles)
+        return cache[key]
+
+    return wrapped
+
+
+def evaluate_task(encode: Encode, task: tasks_lib.Task | str, *, data_root: str | os.PathLike | None = None,
+                  use_prompts: bool = True, dims: int | None = None) -> dict:
+    """One task: the evaluator's result plus `task`, `type`, `dims`, `use_prompts`, `seconds`."""
+    if isinstance(task, str):
+        (task,) = tasks_lib.resolve_tasks([task])
+    start = time.perf_counter()
+    data = tasks_lib.load_task_data(task, data_root)
+    enc = checked(encode)
+    if dims is not None:
+        enc = truncated(enc, dims)
+    result = EVALUATORS[task.type](enc, data, task, use_prompts=use_prompts)
+    result.update(task=task.name, type=task.type, dims=dims, use_prompts=use_prompts,
+                  seconds=time.perf_counter() - start)
+    return result
+
+
+def evaluate(encode: Encode, tasks: str | Sequence[str | tasks_lib.Task] = "quick", *,
+             data_root: str | os.PathLike | None = None, use_prompts: bool = True,
+             dims: int | Sequence[int] | None = None, progress: bool = True) -> dict[str, dict]:
+    """Evaluate `encode` on tasks (names, families, groups, `TYPE:PATH`; see `tasks.py`).
+
+    Args:
+      encode: `encode(texts, task=None, titles=None) -> [N, D] float32`, the Embedder signature.
+      tasks: what to run, e.g. "quick", ["STSBenchmark", "SciFact"], "sts,Tatoeba:deu-eng".
+      data_root: benchmark data folder (default $GEMINI_EMBED_DATA, else ../shared/data).
+      use_prompts: False encodes raw text (task=None) and retrieval documents as
+        `(title + " " + text).strip()`, as MTEB ran all-MiniLM-L6-v2.
+      dims: MRL truncation to the first k dims (re-normalised). A list of k evaluates every k,
+        encoding each text set once; results are then keyed "Task@k".
+      progress: show a tqdm bar over tasks.
+    Returns:
+      {key: {"main_score", "metric", "scores", "num_samples", "seconds", "task", "type", "dims",
+      "use_prompts"}}, keyed by task name (or "name@k" for a list of dims).
+    """
+    from tqdm.auto import tqdm
+
+    task_list = tasks_lib.resolve_tasks(tasks)
+    dim_list = [dims] if dims is None or isinstance(dims, int) else list(dims)
+    multi = not (dims is None or isinstance(dims, int))
+    results: dict[str, dict] = {}
+    bar = tqdm(total=len(task_list) * len(dim_list), desc="eval", unit="task", disable=not progress)
+    try:
+        for task in task_list:
+            enc = memoized(checked(encode)) if multi else encode
+            for k in dim_list:
+                key = f"{task.name}@{k}" if multi else task.name
+                bar.set_postfix_str(key)
+                results[key] = evaluate_task(enc, task, data_root=data_root, use_prompts=use_prompts, dims=k)
+                bar.update(1)
+                if progress:
+                    r = results[key]
+                    bar.write(f"{key}: {r['metric']} = {r['main_score']:.4f} ({r['seconds']:.1f} s)")
+    finally:
+        bar.close()
+    return results
+
+
+def family_means(results: dict[str, dict]) -> dict[str, float]:
+    """Mean main score of each family ("STS17", "Tatoeba", ...) whose members were all run."""
+    out = {}
+    for family, members in tasks_lib.FAMILIES.items():
+        suffixes = {k[len(m):] for k in results for m in members if k == m or k.startswith(m + "@")}
+        for suffix in sorted(suffixes):
+            keys = [m + suffix for m in members]
+            if all(k in results for k in keys):
+                out[family + suffix] = float(np.mean([results[k]["main_score"] for k in keys]))
+    return out
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """A plain-text table: task, metric, main score, samples, seconds (then family means)."""
+    width = max([len(k) for k in results] + [4])
+    lines = [f"{'task':<{width}}  {'metric':<16} {'score':>7} {'n':>7} {'sec':>7}"]
+    for key, r in results.items():
+        lines.append(f"{key:<{width}}  {r['metric']:<16} {r['main_score']:>7.4f} {r['num_samples']:>7} "
+                     f"{r['seconds']:>7.1f}")
+    for family, score in family_means(results).items():
+        lines.append(f"{family + ' (mean)':<{width}}  {'':<16} {score:>7.4f}")
+    return "\n".join(lines)

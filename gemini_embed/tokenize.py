@@ -7,15 +7,15 @@ at most ``max_length`` long, and ``truncated[i]`` says whether text ``i`` lost t
 from __future__ import annotations
 
 import hashlib
-import mmap
 import os
 import pathlib
-import struct
 import tempfile
 from collections.abc import Sequence
 from typing import NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
+
+from gemini_embed.weights.gguf_file import read_gguf_metadata
 
 # --------------------------------------------------------------------------------------------
 # Prompts (Gemini Embedding / EmbeddingGemma style)
@@ -119,59 +119,6 @@ def _wrap(body: list[list[int]], bos: int, eos: int, max_length: int) -> Encoded
 _SPM_BUILD_VERSION = 1
 _WS = "\u2581"  # SentencePiece's escaped space
 
-# GGUF value types -> struct format of a scalar (8 = string and 9 = array are handled apart).
-_GGUF_SCALAR = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-
-
-def read_gguf_metadata(path: str | os.PathLike[str]) -> dict[str, object]:
-    """The key/value metadata of a GGUF file (strings, scalars, lists of str, numpy arrays).
-
-    ``gguf.GGUFReader`` takes ~20 s on the Gemma file because it parses the 262k-entry
-    vocabulary element by element; reading just the header ourselves takes ~0.3 s.
-    """
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        magic, version, _n_tensors, n_kv = struct.unpack_from("<4sIQQ", m, 0)
-        if magic != b"GGUF" or version < 2:
-            raise ValueError(f"{path} is not a GGUF v2+ file (magic={magic!r}, version={version})")
-        off = 24
-
-        def string(off: int) -> tuple[str, int]:
-            (n,) = struct.unpack_from("<Q", m, off)
-            return m[off + 8 : off + 8 + n].decode("utf-8"), off + 8 + n
-
-        def scalar(typ: int, off: int) -> tuple[object, int]:
-            fmt = "<" + _GGUF_SCALAR[typ]
-            return struct.unpack_from(fmt, m, off)[0], off + struct.calcsize(fmt)
-
-        meta: dict[str, object] = {}
-        for _ in range(n_kv):
-            key, off = string(off)
-            (typ,) = struct.unpack_from("<I", m, off)
-            off += 4
-            value: object
-            if typ == 8:
-                value, off = string(off)
-            elif typ == 9:
-                elem, count = struct.unpack_from("<IQ", m, off)
-                off += 12
-                if elem == 8:
-                    items = []
-                    for _ in range(count):
-                        s, off = string(off)
-                        items.append(s)
-                    value = items
-                elif elem in _GGUF_SCALAR:
-                    dtype = np.dtype("<" + _GGUF_SCALAR[elem]) if elem != 7 else np.dtype(np.bool_)
-                    value = np.frombuffer(m, dtype, count, off).copy()
-                    off += count * dtype.itemsize
-                else:
-                    raise ValueError(f"{path}: unsupported GGUF array element type {elem} for {key}")
-            else:
-                value, off = scalar(typ, off)
-            meta[key] = value
-    return meta
-
-
 def build_spm_model_proto(meta: dict[str, object]) -> bytes:
     """A serialised SentencePiece BPE ModelProto equivalent to Gemma's ``tokenizer.model``."""
     from sentencepiece import sentencepiece_model_pb2 as pb
@@ -224,6 +171,7 @@ def _atomic_write(path: pathlib.Path, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the cache should read like any other file
         os.replace(tmp, path)  # readers see either no file or the whole file
     except BaseException:
         pathlib.Path(tmp).unlink(missing_ok=True)

@@ -12,6 +12,7 @@ import pathlib
 import numpy as np
 
 from gemini_embed.model.gemma3 import GEMMA3_PRESETS, Gemma3Config
+from gemini_embed.weights.gguf_file import read_gguf
 from gemini_embed.weights.validate import WeightImportError, require
 
 # canonical name -> (GGUF name, HF name); "{i}" is the layer index.
@@ -63,57 +64,48 @@ def build_params(get, c: Gemma3Config, source: str) -> dict:
 
 # ---------------------------------------------------------------- GGUF
 
-def _gguf_field(reader, key, default=None):
-    field = reader.fields.get(key)
-    if field is None:
-        return default
-    return field.contents()
-
-
-def gemma3_config_from_gguf(reader, base: Gemma3Config | None = None) -> Gemma3Config:
+def gemma3_config_from_gguf(meta: dict, base: Gemma3Config | None = None) -> Gemma3Config:
     """Architecture from GGUF metadata; what the file lacks (local RoPE base, layer pattern) from `base`."""
-    arch = _gguf_field(reader, "general.architecture")
+    arch = meta.get("general.architecture")
     if arch != "gemma3":
         raise WeightImportError(f"GGUF architecture is {arch!r}, expected 'gemma3'")
-    p = "gemma3."
-    heads = int(_gguf_field(reader, p + "attention.head_count"))
-    head_dim = int(_gguf_field(reader, p + "attention.key_length"))
     base = base or GEMMA3_PRESETS["gemma3-270m"]
+
+    def field(key, default=None):
+        value = meta.get("gemma3." + key, default)
+        if value is None:
+            raise WeightImportError(f"GGUF metadata lacks gemma3.{key}")
+        return value
+
+    head_dim = int(field("attention.key_length"))
     return dataclasses.replace(
         base,
-        vocab_size=len(reader.fields["tokenizer.ggml.tokens"].data),
-        d_model=int(_gguf_field(reader, p + "embedding_length")),
-        num_layers=int(_gguf_field(reader, p + "block_count")),
-        num_heads=heads,
-        num_kv_heads=int(_gguf_field(reader, p + "attention.head_count_kv")),
+        vocab_size=len(meta["tokenizer.ggml.tokens"]),
+        d_model=int(field("embedding_length")),
+        num_layers=int(field("block_count")),
+        num_heads=int(field("attention.head_count")),
+        num_kv_heads=int(field("attention.head_count_kv")),
         head_dim=head_dim,
-        mlp_dim=int(_gguf_field(reader, p + "feed_forward_length")),
-        sliding_window=int(_gguf_field(reader, p + "attention.sliding_window", base.sliding_window)),
-        rope_global_base=float(_gguf_field(reader, p + "rope.freq_base", base.rope_global_base)),
-        norm_eps=float(_gguf_field(reader, p + "attention.layer_norm_rms_epsilon", base.norm_eps)),
+        mlp_dim=int(field("feed_forward_length")),
+        sliding_window=int(field("attention.sliding_window", base.sliding_window)),
+        rope_global_base=float(field("rope.freq_base", base.rope_global_base)),
+        norm_eps=float(field("attention.layer_norm_rms_epsilon", base.norm_eps)),
         query_pre_attn_scalar=float(head_dim),
     )
 
 
 def load_gemma3_gguf(path, **overrides) -> tuple[Gemma3Config, dict]:
     """(config, params) from a Gemma 3 GGUF file. Quantised tensors are dequantised to float32."""
-    import gguf
-
     path = pathlib.Path(path)
-    try:
-        reader = gguf.GGUFReader(path)
-    except Exception as e:  # truncated or not a GGUF file
-        raise WeightImportError(f"{path}: cannot read as GGUF ({type(e).__name__}: {e})") from e
-    config = dataclasses.replace(gemma3_config_from_gguf(reader), **overrides)
-    tensors = {t.name: t for t in reader.tensors}
+    meta, tensors = read_gguf(path)
+    config = dataclasses.replace(gemma3_config_from_gguf(meta), **overrides)
 
     def get(name, layer, shape):
         key = (_GLOBAL_NAMES if layer is None else _LAYER_NAMES)[name][0].format(i=layer)
         if key not in tensors:
             raise WeightImportError(f"{path}: missing tensor {key!r} (expected shape {shape})")
-        t = tensors[key]
-        w = gguf.quants.dequantize(t.data, t.tensor_type).astype(np.float32)
-        w = require({key: w}, key, shape, str(path))
+        require(tensors, key, shape, str(path))  # checks the shape before dequantising
+        w = tensors[key].dequantize()
         # llama.cpp stores Gemma norm weights as 1 + w.
         return w - 1.0 if key.endswith("norm.weight") else w
 

@@ -47,8 +47,9 @@ def build_encoder(config: EncoderConfig) -> nn.Module:
 
 def mean_pool(hidden, mask):
     """Mean of hidden [B, L, D] over positions where mask [B, L] is True, in float32. -> [B, D]."""
-    m = mask.astype(jnp.float32)[..., None]
-    total = jnp.sum(hidden.astype(jnp.float32) * m, axis=1)
+    f = jnp.promote_types(hidden.dtype, jnp.float32)  # float32, or float64 under x64 tests
+    m = mask.astype(f)[..., None]
+    total = jnp.sum(hidden.astype(f) * m, axis=1)
     return total / jnp.maximum(jnp.sum(m, axis=1), 1.0)  # all-padding rows (batch filler) give 0, not NaN
 
 

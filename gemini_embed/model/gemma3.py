@@ -77,18 +77,24 @@ class RMSNorm(nn.Module):
     def __call__(self, x):
         w = self.param("scale", nn.with_logical_partitioning(nn.initializers.zeros_init(), (self.axis_name,)),
                        (x.shape[-1],), jnp.float32)
-        x32 = x.astype(jnp.float32)
+        x32 = x.astype(_at_least_f32(x.dtype))
         y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
         return (y * (1.0 + w)).astype(x.dtype)
+
+
+def _at_least_f32(dtype):
+    """Norms, RoPE and softmax run in float32 even under bf16 compute (float64 stays float64)."""
+    return jnp.promote_types(dtype, jnp.float32)
 
 
 def rope(x, positions, base: float, scale: float):
     """Rotary embedding, half-split layout (as the released checkpoints). x: [B, L, H, K]."""
     half = x.shape[-1] // 2
-    inv_freq = 1.0 / (base ** (jnp.arange(half, dtype=jnp.float32) * 2.0 / x.shape[-1])) / scale  # [K/2]
-    angles = positions[:, :, None].astype(jnp.float32) * inv_freq  # [B, L, K/2]
+    f = _at_least_f32(x.dtype)
+    inv_freq = 1.0 / (base ** (jnp.arange(half, dtype=f) * 2.0 / x.shape[-1])) / scale  # [K/2]
+    angles = positions[:, :, None].astype(f) * inv_freq  # [B, L, K/2]
     sin, cos = jnp.sin(angles)[:, :, None, :], jnp.cos(angles)[:, :, None, :]
-    x1, x2 = x[..., :half].astype(jnp.float32), x[..., half:].astype(jnp.float32)
+    x1, x2 = x[..., :half].astype(f), x[..., half:].astype(f)
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
@@ -135,10 +141,11 @@ class Attention(nn.Module):
 
         groups = c.num_heads // c.num_kv_heads
         q = q.reshape(*q.shape[:2], c.num_kv_heads, groups, c.head_dim)  # [B, L, G, N/G, K]
-        logits = jnp.einsum("bqgnk,bsgk->bgnqs", q, k, preferred_element_type=jnp.float32)
+        f = _at_least_f32(dt)
+        logits = jnp.einsum("bqgnk,bsgk->bgnqs", q, k, preferred_element_type=f)
         logits = logits * c.query_pre_attn_scalar ** -0.5
         allowed = attention_mask(mask, c, self.is_global)[:, :, None]  # [B, 1, 1, L, L]
-        logits = jnp.where(allowed, logits, jnp.finfo(jnp.float32).min)
+        logits = jnp.where(allowed, logits, jnp.finfo(f).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(dt)
         out = jnp.einsum("bgnqs,bsgk->bqgnk", probs, v).reshape(*x.shape[:2], c.num_heads, c.head_dim)
         return nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=False, dtype=dt, name="o",

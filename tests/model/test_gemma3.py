@@ -97,17 +97,20 @@ def test_270m_bidirectional_mean_pool_matches_transformers(hf_270m, ours_270m):
 
 @pytest.mark.slow
 def test_270m_padding_does_not_change_pooled_output(ours_270m):
+    # In float64, so that only masking (not float32 summation order, ~1e-5 here) could differ.
     cfg, params = ours_270m
-    model = Gemma3(cfg)
-    fwd = jax.jit(lambda p, t, m: mean_pool(model.apply(p, t, m), m))
-    ids = [2, 818, 5279, 529, 7001, 563, 1]
-    alone = np.asarray(fwd(params, jnp.array([ids]), jnp.ones((1, len(ids)), bool)))
-    padded = np.zeros((2, 32), np.int32)
-    padded[0, :len(ids)] = ids
-    padded[1, :3] = [2, 9259, 1]
-    mask = padded != 0
-    batch = np.asarray(fwd(params, jnp.array(padded), jnp.array(mask)))
-    np.testing.assert_allclose(batch[0], alone[0], rtol=1e-5, atol=1e-5)
+    with jax.enable_x64(True):
+        model = Gemma3(dataclasses.replace(cfg, dtype="float64"))
+        params64 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), params)
+        fwd = jax.jit(lambda p, t, m: mean_pool(model.apply(p, t, m), m))
+        ids = [2, 818, 5279, 529, 7001, 563, 1]
+        alone = np.asarray(fwd(params64, jnp.array([ids]), jnp.ones((1, len(ids)), bool)))
+        padded = np.zeros((2, 32), np.int32)
+        padded[0, :len(ids)] = ids
+        padded[1, :3] = [2, 9259, 1]
+        batch = np.asarray(fwd(params64, jnp.array(padded), jnp.array(padded != 0)))
+    assert alone.dtype == np.float64
+    np.testing.assert_allclose(batch[0], alone[0], rtol=1e-10, atol=1e-10)
 
 
 # ------------------------------------------------------------------ tiny random model (fast)

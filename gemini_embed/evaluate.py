@@ -1,0 +1,97 @@
+"""The evaluate command: MTEB-style scores of a model on real data, as JSON, Markdown and a plot.
+
+    python -m gemini_embed.evaluate --model gemma3-270m --tasks quick --output runs/eval/results.json
+    python -m gemini_embed.evaluate --model all-minilm-l6-v2 --tasks STSBenchmark,SciFact --output r.json
+    python -m gemini_embed.evaluate --model gemma3-270m --tasks sts --dims 128,256,768 --output r.json
+
+--model: a registered name, a local model folder, or a training workdir. --tasks: task names,
+groups (quick, sts, retrieval, ..., all) or TYPE:PATH for your own data, comma-separated.
+Writes OUTPUT (JSON), OUTPUT with .md (a table per task, per task type, and means) and, with
+several --dims, OUTPUT with .png (score vs dimension: the Matryoshka curve).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import time
+
+import numpy as np
+
+
+def markdown_table(results: dict[str, dict], model: str) -> str:
+    lines = [f"# {model}", "", "| task | type | metric | score | n | seconds |", "|---|---|---|---|---|---|"]
+    for key, r in results.items():
+        lines.append(f"| {key} | {r['type']} | {r['metric']} | {r['main_score']:.4f} | {r['num_samples']} "
+                     f"| {r['seconds']:.1f} |")
+    by_type: dict[str, list[float]] = {}
+    for r in results.values():
+        by_type.setdefault(r["type"], []).append(r["main_score"])
+    lines += ["", "| task type | tasks | mean |", "|---|---|---|"]
+    lines += [f"| {t} | {len(v)} | {np.mean(v):.4f} |" for t, v in by_type.items()]
+    lines += ["", f"Mean over tasks: {np.mean([r['main_score'] for r in results.values()]):.4f}; "
+                  f"mean over task types: {np.mean([np.mean(v) for v in by_type.values()]):.4f}"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_mrl(results: dict[str, dict], dims: list[int], path: pathlib.Path, model: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    names = sorted({k.rsplit("@", 1)[0] for k in results})
+    for name in names:
+        ax.plot(dims, [results[f"{name}@{d}"]["main_score"] for d in dims], marker="o", label=name)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.set(xlabel="embedding dimension (Matryoshka prefix)", ylabel="main score", title=model)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--tasks", default="quick")
+    ap.add_argument("--dims", default=None, help="comma-separated Matryoshka dims, e.g. 128,256,768")
+    ap.add_argument("--batch_size", type=int, default=64)
+    ap.add_argument("--max_length", type=int, default=None)
+    ap.add_argument("--data", default=None, help="benchmark data root (default $GEMINI_EMBED_DATA or ../shared/data)")
+    ap.add_argument("--output", required=True)
+    args = ap.parse_args(argv)
+
+    import gemini_embed as ge
+    from gemini_embed.eval import runner
+
+    dims = [int(d) for d in args.dims.split(",")] if args.dims else None
+    overrides = {} if args.max_length is None else {"max_length": args.max_length}
+    start = time.perf_counter()
+    model = ge.Embedder.from_pretrained(args.model, **overrides)
+    load_s = time.perf_counter() - start
+
+    def encode(texts, task=None, titles=None):
+        return model.embed(texts, task=task, titles=titles, batch_size=args.batch_size)
+
+    results = runner.evaluate(encode, args.tasks, data_root=args.data, use_prompts=model.uses_prompts,
+                              dims=dims if dims is None or len(dims) > 1 else dims[0])
+    out = pathlib.Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    report = {"model": args.model, "uses_prompts": model.uses_prompts, "load_seconds": round(load_s, 2),
+              "seconds": round(time.perf_counter() - start, 2), "compilations": model.num_compilations,
+              "tasks": {k: {f: r[f] for f in ("main_score", "metric", "scores", "num_samples", "seconds", "type",
+                                               "dims")} for k, r in results.items()}}
+    out.write_text(json.dumps(report, indent=1, default=float))
+    out.with_suffix(".md").write_text(markdown_table(results, args.model))
+    if dims and len(dims) > 1:
+        plot_mrl(results, dims, out.with_suffix(".png"), args.model)
+    print(runner.format_table(results))
+    print(f"wrote {out} and {out.with_suffix('.md')} ({report['seconds']:.0f} s)")
+    return report
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,325 @@
+"""Training checkpoints (orbax, composite from the first save) and params-only exports.
+
+On-disk layout::
+
+  WORKDIR/checkpoints/                  one orbax CheckpointManager
+    <step>/state/                       train-state pytree (StandardSave: OCDBT + zarr, one file set per shard)
+    <step>/data/                        data-iterator state, JSON {"kind": "json"|"bytes", "value": ...}
+    <step>/meta/                        JSON {"step", "wall_time", "library_version", "jax_version",
+                                        "orbax_version", "config", ...keys passed to save(meta=...)}
+    <step>.orbax-checkpoint-tmp/        an unfinished save (killed mid-write; on GCS: <step>/ without
+                                        commit_success.txt): never listed as a step, replaced when
+                                        that step is saved again
+    <step>.corrupt-<unix time>/         a newer step that failed to restore while an older one
+                                        worked, moved aside so training can save that step again
+  EXPORT/
+    params/                             params pytree (StandardSave)
+    config.json                         model config dict, written last: its presence marks the export done
+
+Nothing here deletes a checkpoint except orbax's keep-K rotation. A state with a NaN or Inf is
+never written. The step directory name is the step (`WORKDIR/checkpoints/1000/`).
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import importlib.metadata
+import itertools
+import json
+import logging
+import time
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+from etils import epath
+from orbax.checkpoint import checkpoint_managers as policies
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS_SUBDIR = "checkpoints"
+STATE, DATA, META = "state", "data", "meta"
+EXPORT_PARAMS, EXPORT_CONFIG = "params", "config.json"
+_RESERVED_META = ("step", "wall_time", "library_version", "jax_version", "orbax_version", "config")
+_LIBRARY_VERSION = importlib.metadata.version("gemini_embed")
+_barrier_ids = itertools.count()  # every process calls the barriers in the same order
+
+
+def _barrier(name: str) -> None:
+    """Waits for all processes; orbax needs a fresh barrier name per call."""
+    ocp.multihost.sync_global_processes(f"gemini_embed_{name}_{next(_barrier_ids)}")
+
+
+class NonFiniteStateError(ValueError):
+    """The state holds a NaN or Inf: the save is refused, so it never reaches a checkpoint."""
+
+
+class CheckpointRestoreError(RuntimeError):
+    """Checkpoints exist but none of them restores (wrong target tree, or all corrupt)."""
+
+
+@jax.jit
+def _all_finite(leaves: list[jax.Array]) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.isfinite(x).all() for x in leaves]))
+
+
+def _inexact_leaves(tree) -> list[tuple[str, Any]]:
+    flat, _ = jax.tree_util.tree_flatten_with_path(tree)
+    return [(jax.tree_util.keystr(p), x) for p, x in flat
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.inexact)]
+
+
+def non_finite_paths(tree) -> list[str]:
+    """Paths of floating leaves holding a NaN/Inf; [] when finite. One jitted reduction if clean."""
+    leaves = _inexact_leaves(tree)
+    if not leaves or bool(_all_finite([x for _, x in leaves])):
+        return []
+    return [path for path, x in leaves if not bool(jnp.isfinite(x).all())]
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if hasattr(obj, "to_dict"):  # ml_collections.ConfigDict
+        return obj.to_dict()
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"not JSON-serialisable: {type(obj).__name__}")
+
+
+def to_json(obj) -> Any:
+    """`obj` as plain JSON values (what a restore gives back: tuples become lists)."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
+def _encode_data(data_state) -> dict:
+    if isinstance(data_state, (bytes, bytearray)):  # grain DataLoader iterators give JSON bytes
+        return {"kind": "bytes", "value": base64.b64encode(bytes(data_state)).decode("ascii")}
+    return {"kind": "json", "value": to_json(data_state)}
+
+
+def _decode_data(record: Mapping) -> Any:
+    return base64.b64decode(record["value"]) if record["kind"] == "bytes" else record["value"]
+
+
+def _registry(state_args: tuple, state_handler) -> ocp.handlers.DefaultCheckpointHandlerRegistry:
+    registry = ocp.handlers.DefaultCheckpointHandlerRegistry()
+    for args in state_args:
+        registry.add(STATE, args, state_handler)
+    for item in (DATA, META):
+        registry.add(item, ocp.args.JsonSave, ocp.JsonCheckpointHandler)
+        registry.add(item, ocp.args.JsonRestore, ocp.JsonCheckpointHandler)
+    return registry
+
+
+def _unfinished(directory: epath.Path) -> list[str]:
+    return sorted(p.name for p in directory.glob("*.orbax-checkpoint-tmp*")) if directory.exists() else []
+
+
+class Checkpointer:
+    """Saves and restores `WORKDIR/checkpoints/<step>/{state,data,meta}`; see the module docstring.
+
+    Use as a context manager, or call `close()` (which waits for an asynchronous save) before exit.
+    """
+
+    def __init__(self, workdir, *, save_every: int = 1000, keep: int | None = 3, async_save: bool = True,
+                 config: Any = None, quarantine_corrupt: bool = True):
+        self.directory = epath.Path(workdir) / CHECKPOINTS_SUBDIR
+        self.save_every = save_every
+        self.config = to_json(config)
+        self.quarantine_corrupt = quarantine_corrupt
+        # Save on multiples of `save_every` and on a preemption signal; no orbax "first step" save.
+        policy = policies.AnySavePolicy([policies.FixedIntervalPolicy(save_every),
+                                         policies.PreemptionCheckpointingPolicy()])
+        options = ocp.CheckpointManagerOptions(max_to_keep=keep, save_decision_policy=policy,
+                                               enable_async_checkpointing=async_save, create=True)
+        registry = _registry((ocp.args.StandardSave, ocp.args.StandardRestore), ocp.StandardCheckpointHandler)
+        self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def all_steps(self) -> list[int]:
+        return list(self._manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def should_save(self, step: int) -> bool:
+        """True at multiples of `save_every` (or on preemption) past the latest saved step."""
+        return self._manager.should_save(step)
+
+    def wait(self) -> None:
+        """Blocks until an asynchronous save is on disk (raises if it failed)."""
+        self._manager.wait_until_finished()
+
+    def close(self) -> None:
+        self._manager.wait_until_finished()
+        self._manager.close()
+
+    def __enter__(self) -> Checkpointer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- save ----------------------------------------------------------------------------------
+    def save(self, step: int, state, data_state: Any = None, meta: Mapping[str, Any] | None = None,
+             force: bool = False) -> bool:
+        """Saves when `should_save(step)` or `force`; returns whether a save started.
+
+        `state` may be donated to the next step as soon as this returns: orbax has copied it to host.
+        Raises NonFiniteStateError (and writes nothing) if a floating leaf holds a NaN/Inf.
+        """
+        if not force and not self.should_save(step):
+            return False
+        bad = non_finite_paths(state)
+        if bad:
+            log.error("step %d: refusing to checkpoint a state with NaN/Inf in %s", step, bad[:8])
+            raise NonFiniteStateError(f"step {step}: state has non-finite values in {bad[:8]}"
+                                      f"{' ...' if len(bad) > 8 else ''}; checkpoint not written")
+        meta = dict(meta or {})
+        clash = set(meta) & set(_RESERVED_META)
+        if clash:
+            raise ValueError(f"meta keys {sorted(clash)} are reserved (set by the Checkpointer)")
+        record = {"step": int(step), "wall_time": time.time(), "library_version": _LIBRARY_VERSION,
+                  "jax_version": jax.__version__, "orbax_version": ocp.__version__,
+                  "config": self.config, **to_json(meta)}
+        return self._manager.save(step, force=force, args=ocp.args.Composite(**{
+            STATE: ocp.args.StandardSave(state),
+            DATA: ocp.args.JsonSave(_encode_data(data_state)),
+            META: ocp.args.JsonSave(record)}))
+
+    # -- restore -------------------------------------------------------------------------------
+    def restore(self, step: int, abstract_state) -> tuple[int, Any, Any, dict]:
+        """Restores one step into the shardings of `abstract_state` (ShapeDtypeStructs)."""
+        out = self._manager.restore(step, args=ocp.args.Composite(**{
+            STATE: ocp.args.StandardRestore(abstract_state),
+            DATA: ocp.args.JsonRestore(), META: ocp.args.JsonRestore()}))
+        meta = out[META]
+        if not isinstance(meta, dict) or meta.get("step") != step:
+            raise ValueError(f"meta of step {step} is missing or names another step: {meta!r:.200}")
+        bad = non_finite_paths(out[STATE])
+        if bad:  # save() never writes these, so the bytes on disk are damaged
+            raise ValueError(f"restored state of step {step} has non-finite values in {bad[:8]}")
+        return step, out[STATE], _decode_data(out[DATA]), meta
+
+    def restore_latest(self, abstract_state) -> tuple[int, Any, Any, dict] | None:
+        """(step, state, data_state, meta) from the newest step that restores; None if none exists.
+
+        `abstract_state` is a pytree of jax.ShapeDtypeStruct with `.sharding` set: every device reads
+        its own shards, the full state is never gathered on a host. A step that fails to restore is
+        skipped with a warning and the previous one is tried; once an older step restores, the
+        failed newer ones are renamed `<step>.corrupt-<time>` (not deleted) so their step numbers can
+        be saved again. If no step restores, CheckpointRestoreError (nothing is renamed).
+        """
+        self._manager.reload()
+        if unfinished := _unfinished(self.directory):
+            log.warning("%s: ignoring unfinished save(s) %s", self.directory, unfinished)
+        failed: list[tuple[int, Exception]] = []
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                result = self.restore(step, abstract_state)
+            except Exception as e:  # noqa: BLE001 - any failure means: try the previous step
+                log.warning("checkpoint %s/%d does not restore (%s: %.300s); falling back to the previous "
+                            "checkpoint", self.directory, step, type(e).__name__, e)
+                failed.append((step, e))
+                continue
+            if failed:
+                log.warning("restored step %d instead of the latest step %d", step, failed[0][0])
+                if self.quarantine_corrupt:
+                    self._quarantine([s for s, _ in failed])
+            return result
+        if failed:
+            raise CheckpointRestoreError(
+                f"no checkpoint in {self.directory} restores into the given state tree; tried steps "
+                f"{[s for s, _ in failed]}") from failed[0][1]
+        return None
+
+    def _quarantine(self, steps: list[int]) -> None:
+        if jax.process_index() == 0:
+            for step in steps:
+                src = self.directory / str(step)
+                dst = self.directory / f"{step}.corrupt-{int(time.time())}"
+                log.warning("moving unrestorable checkpoint %s to %s", src, dst)
+                src.rename(dst)
+        _barrier("checkpoint_quarantine")
+        self._manager.reload()
+
+
+# -- params-only export for serving ------------------------------------------------------------
+def export_params(params, directory, config: Any, *, overwrite: bool = False) -> epath.Path:
+    """Writes `EXPORT/params` (orbax StandardSave) then `EXPORT/config.json` (the model config)."""
+    directory = epath.Path(directory)
+    bad = non_finite_paths(params)
+    if bad:
+        raise NonFiniteStateError(f"params have non-finite values in {bad[:8]}; export not written")
+    config = to_json(config)
+    if (directory / EXPORT_PARAMS).exists() or (directory / EXPORT_CONFIG).exists():
+        if not overwrite:
+            raise FileExistsError(f"{directory} already holds an export (pass overwrite=True)")
+        if jax.process_index() == 0:
+            (directory / EXPORT_CONFIG).unlink(missing_ok=True)  # first: the export is now incomplete
+            (directory / EXPORT_PARAMS).rmtree(missing_ok=True)
+        _barrier("export_clear")
+    with ocp.StandardCheckpointer() as ckpt:
+        ckpt.save(directory / EXPORT_PARAMS, params)
+        ckpt.wait_until_finished()
+    if jax.process_index() == 0:
+        tmp = directory / (EXPORT_CONFIG + ".tmp")
+        tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
+        tmp.rename(directory / EXPORT_CONFIG)
+    _barrier("export_done")
+    return directory
+
+
+def _host_subtree(restore_from, tree_metadata, key: str | None):
+    """Restores `tree_metadata[key]` (or all of it) as numpy arrays, reading nothing else."""
+    sub = tree_metadata if key is None else tree_metadata[key]
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), sub)
+    restore_args = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), sub)
+    if key is None:
+        return restore_from(ocp.args.PyTreeRestore(item=target, restore_args=restore_args))
+    return restore_from(ocp.args.PyTreeRestore(item={key: target}, restore_args={key: restore_args},
+                                               partial_restore=True))[key]
+
+
+def load_params(path) -> tuple[Any, dict]:
+    """(params as host numpy arrays, config dict) from an export, a workdir or its checkpoints/.
+
+    Export: `EXPORT/params` and `EXPORT/config.json`. Workdir: the `params` field of the state of
+    the newest step that restores (older steps are tried with a warning), and `meta["config"]`.
+    """
+    path = epath.Path(path)
+    if (path / EXPORT_CONFIG).exists() and (path / EXPORT_PARAMS).exists():
+        item = path / EXPORT_PARAMS
+        with ocp.PyTreeCheckpointer() as ckpt:
+            tree = ckpt.metadata(item).item_metadata.tree
+            params = _host_subtree(lambda args: ckpt.restore(item, args=args), tree, None)
+        return params, json.loads((path / EXPORT_CONFIG).read_text())
+    directory = path / CHECKPOINTS_SUBDIR if (path / CHECKPOINTS_SUBDIR).is_dir() else path
+    registry = _registry((ocp.args.PyTreeRestore,), ocp.PyTreeCheckpointHandler)
+    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
+    with ocp.CheckpointManager(directory, options=options, handler_registry=registry) as manager:
+        steps = sorted(manager.all_steps(), reverse=True)
+        if not steps:
+            raise FileNotFoundError(f"{path}: neither an export ({EXPORT_PARAMS}/ + {EXPORT_CONFIG}) nor a "
+                                    f"workdir with finished checkpoints")
+        for step in steps:
+            try:
+                with ocp.PyTreeCheckpointer() as ckpt:
+                    tree = ckpt.metadata(directory / str(step) / STATE).item_metadata.tree
+                if "params" not in tree:
+                    raise KeyError(f"state has no 'params' field (top-level keys: {sorted(tree)})")
+                meta = manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
+                params = _host_subtree(
+                    lambda args: manager.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE],
+                    tree, "params")
+            except Exception as e:  # noqa: BLE001 - try the previous step
+                log.warning("checkpoint %s/%d does not load (%s: %.300s); falling back to the previous "
+                            "checkpoint", directory, step, type(e).__name__, e)
+                continue
+            return params, meta.get("config") or {}
+    raise CheckpointRestoreError(f"no checkpoint in {directory} loads; tried steps {steps}")

@@ -24,11 +24,15 @@ MIN_BUCKET = 16
 
 
 def length_buckets(max_length: int) -> list[int]:
-    """Powers of two from 16 up to max_length, and max_length itself."""
+    """16, 24, 32, 48, 64, 96, ... (steps of x1.5 and x4/3) below max_length, then max_length.
+
+    Finer than powers of two: padding wastes at most a third of a batch instead of half, for
+    about twice as many (still few) compiled shapes.
+    """
     out, n = [], MIN_BUCKET
     while n < max_length:
         out.append(n)
-        n *= 2
+        n = n * 3 // 2 if (n & (n - 1)) == 0 else n * 4 // 3  # 16 -> 24 -> 32 -> 48 -> 64 ...
     return out + [max_length]
 
 

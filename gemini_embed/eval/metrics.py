@@ -270,12 +270,14 @@ def bitext_scores(predicted: Sequence[int], gold: Sequence[int] | None = None) -
 def reranking_scores(scores: Sequence[np.ndarray], labels: Sequence[np.ndarray], mrr_k: int = 10) -> dict[str, float]:
     """Mean AP and MRR@k over queries, each with its own candidates (label 1 = positive).
 
-    Candidates are ranked by score descending; ties keep the candidate order (positives are
-    listed first, as MTEB's reranking ids do). AP divides by the number of positives.
+    Candidates are ranked by score descending. Tied scores put negatives first: mteb 2.26 ranks
+    reranking candidates through pytrec_eval, whose doc-id tie-break ("negative_..." sorts after
+    "apositive_...", descending) does that. AP divides by the number of positives.
     """
     aps, rrs = [], []
     for s, y in zip(scores, labels):
-        y = np.asarray(y)[np.argsort(-np.asarray(s, dtype=np.float64), kind="mergesort")]
+        y = np.asarray(y)
+        y = y[np.lexsort((y, -np.asarray(s, dtype=np.float64)))]
         hits = np.cumsum(y)
         npos = hits[-1] if len(y) else 0
         aps.append(float(np.sum(y * hits / np.arange(1, len(y) + 1)) / npos) if npos else 0.0)

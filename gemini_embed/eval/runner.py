@@ -58,7 +58,10 @@ def evaluate_task(encode: Encode, task: tasks_lib.Task | str, *, data_root: str 
                   use_prompts: bool = True, dims: int | None = None) -> dict:
     """One task: the evaluator's result plus `task`, `type`, `dims`, `use_prompts`, `seconds`."""
     if isinstance(task, str):
-        (task,) = tasks_lib.resolve_tasks([task])
+        resolved = tasks_lib.resolve_tasks([task])
+        if len(resolved) != 1:
+            raise ValueError(f"{task!r} names {len(resolved)} tasks; use evaluate() for families and groups")
+        task = resolved[0]
     start = time.perf_counter()
     data = tasks_lib.load_task_data(task, data_root)
     enc = checked(encode)

@@ -136,7 +136,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
             (loss, metrics), (g_model, g_t) = jax.value_and_grad(
                 lambda p, t: loss_fn(embed_fn(p, inputs), t), argnums=(0, 1), has_aux=True)(model_params, log_t)
         grads = {"model": g_model, "log_temperature": g_t}
-        grad_norm = optax.global_norm(grads)
+        grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)

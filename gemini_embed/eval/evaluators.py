@@ -22,7 +22,7 @@ import numpy as np
 from gemini_embed.eval import datasets as ds
 from gemini_embed.eval import metrics
 from gemini_embed.eval.search import cosine_pairs, l2_normalize, top_k
-from gemini_embed.eval.tasks import Task
+from gemini_embed.eval.tasks import DOCUMENT, Task
 
 Encode = Callable[..., np.ndarray]
 SEED = 42
@@ -41,11 +41,12 @@ def encode_queries(encode: Encode, texts: Sequence[str], task: Task, use_prompts
 
 def encode_documents(encode: Encode, titles: Sequence[str | None], texts: Sequence[str], task: Task,
                      use_prompts: bool) -> np.ndarray:
-    """Retrieval / reranking documents: prompted with titles, or raw `(title + " " + text).strip()`."""
-    if use_prompts:
-        return encode(list(texts), task=task.document_task or task.query_task,
-                      titles=[t if t else None for t in titles])
-    return encode([(f"{t or ''} {x}").strip() for t, x in zip(titles, texts)], task=None)
+    """Retrieval / reranking documents. With prompts and `document_task == "document"` titles go
+    separately (`title: ... | text: ...`); otherwise a title is joined as `(title + " " + text).strip()`."""
+    doc_task = task.document_task or task.query_task
+    if use_prompts and doc_task == DOCUMENT:
+        return encode(list(texts), task=DOCUMENT, titles=[t if t else None for t in titles])
+    return encode([(f"{t or ''} {x}").strip() for t, x in zip(titles, texts)], task=doc_task if use_prompts else None)
 
 
 # ----------------------------------------------------------------------------- STS

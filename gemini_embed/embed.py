@@ -143,8 +143,3 @@ class Embedder:
             emb = self._fn(self.params, tokens, mask)
             out[idx] = np.asarray(emb)[:len(idx)]
         return out
-
-    def replace_params(self, params: Any) -> "Embedder":
-        """The same model with other params (e.g. after training or a soup)."""
-        return Embedder(self.config, params, self.tokenizer, max_length=self.max_length,
-                        uses_prompts=self.uses_prompts, name=self.name, mesh=self.mesh)

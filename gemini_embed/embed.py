@@ -21,6 +21,7 @@ from gemini_embed.model.embedding_model import EmbeddingModel, EmbeddingModelCon
 from gemini_embed.tokenize import apply_prompt
 
 MIN_BUCKET = 16
+TOKENS_PER_ROW = 512  # batches of longer texts get fewer rows: memory stays bounded
 
 
 def length_buckets(max_length: int) -> list[int]:
@@ -125,15 +126,24 @@ class Embedder:
         lengths = np.array([len(x) for x in ids])
         order = np.argsort(-lengths, kind="stable")  # longest first: similar lengths share a batch
         buckets = length_buckets(self.max_length)
-        # Rows per call: the batch size, or the next power of two for a small input, a multiple of devices.
-        rows = min(batch_size, 1 << max(0, math.ceil(math.log2(len(ids)))))
-        rows = max(n_dev, math.ceil(rows / n_dev) * n_dev)
+        # Rows per call: the batch size (or the next power of two for a small input), fewer for
+        # long buckets so a batch holds at most batch_size x 512 tokens; a multiple of devices.
+        # One rows value per length bucket keeps the compilations bounded.
+        base = min(batch_size, 1 << max(0, math.ceil(math.log2(len(ids)))))
+
+        def rows_for(length: int) -> int:
+            rows = min(base, 1 << int(math.log2(max(1, batch_size * TOKENS_PER_ROW // length))))
+            return max(n_dev, rows // n_dev * n_dev)
+
+        batches, s = [], 0
+        while s < len(ids):
+            length = next(b for b in buckets if b >= lengths[order[s]])
+            rows = rows_for(length)
+            batches.append((order[s:s + rows], rows, length))
+            s += rows
         out = np.empty((len(ids), self.dim), np.float32)
-        starts = range(0, len(ids), rows)
-        show = progress if progress is not None else len(starts) >= 20
-        for s in tqdm(starts, desc=f"embed {self.name}", unit="batch", disable=not show):
-            idx = order[s:s + rows]
-            length = next(b for b in buckets if b >= lengths[idx].max())
+        show = progress if progress is not None else len(batches) >= 20
+        for idx, rows, length in tqdm(batches, desc=f"embed {self.name}", unit="batch", disable=not show):
             tokens = np.full((rows, length), self.tokenizer.pad_id, np.int32)
             mask = np.zeros((rows, length), bool)
             for r, i in enumerate(idx):

@@ -1,5 +1,5 @@
 """gemini_embed: Gemini-Embedding-style text and code embedding models in JAX/Flax."""
-from gemini_embed import weights  # noqa: F401
+from gemini_embed import losses, weights  # noqa: F401
 from gemini_embed.embed import Embedder
 from gemini_embed.model.embedding_model import EmbeddingModel, EmbeddingModelConfig
 from gemini_embed.model.gemma3 import GEMMA3_PRESETS, Gemma3, Gemma3Config

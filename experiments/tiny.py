@@ -5,14 +5,19 @@ A step takes well under a second on CPU; used by the tests.
     python -m gemini_embed.main --config experiments/tiny.py --workdir runs/tiny
 """
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.model = ml_collections.ConfigDict({"name": "gemma3-tiny", "overrides": {}})
+    # Data keys: docs/data.md. rates: comma list (uniform if unset); seed: train.seed if unset; root: the
+    # raw data (default $GEMINI_EMBED_DATA or ../shared/data); dir: prepared tfds data (default
+    # $GEMINI_EMBED_TFDS or ~/.cache/gemini_embed/tfds).
     c.data = ml_collections.ConfigDict({
         "sources": "scifact-train,stsb-train,mrpc-train,banking77-train",
-        "rates": None, "query_len": 32, "positive_len": 64, "root": "",
+        "rates": placeholder(str), "seed": placeholder(int), "query_len": 32, "positive_len": 64,
+        "num_negatives": 0, "on_error": "skip", "allow_test_split": False, "root": "", "dir": "", "threads": 2,
     })
     c.train = ml_collections.ConfigDict({
         "steps": 20, "global_batch_size": 16, "grad_cache_chunk_size": 0, "log_every": 1, "seed": 0,

@@ -1,7 +1,8 @@
 """The training loop: build, compile ahead of time, resume, step, log, checkpoint, evaluate.
 
-Loop step k runs global batch k (a pure function of the seed and k, see data/pairs.py), so a
-restart from the checkpoint at step s replays exactly the batches an uninterrupted run sees.
+Loop step k runs global batch k of the grain pipeline (data/pipeline.py: a pure function of the
+data config and k); its iterator state is saved with each checkpoint, so a restart from step s
+sees exactly the batches an uninterrupted run sees.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gemini_embed import sharding
-from gemini_embed.data.pairs import PairBatcher, load_sources
+from gemini_embed.data import pipeline as data_pipeline
 from gemini_embed.embed import Embedder
 from gemini_embed.model.embedding_model import EmbeddingModel
 from gemini_embed.pretrained import resolve
@@ -110,14 +111,16 @@ def train(config, workdir: str) -> dict:
         start = 0
         state = state_lib.init_train_state(model, optim_cfg, loss_cfg, jax.random.key(c.train.seed),
                                            params=pretrained.params, shardings=shardings)
-    sources = load_sources(c.data.sources.split(","), c.data.get("root") or None)
-    batcher = PairBatcher(sources, c.data.get("rates") or None, pretrained.tokenizer,
-                          global_batch_size=c.train.global_batch_size, query_len=c.data.query_len,
-                          positive_len=c.data.positive_len, seed=c.train.seed, process_index=jax.process_index(),
-                          process_count=jax.process_count(), uses_prompts=pretrained.uses_prompts)
+    data = data_pipeline.from_config(c.data, c.train.global_batch_size, pretrained.tokenizer,
+                                     uses_prompts=pretrained.uses_prompts, seed=c.train.seed,
+                                     process_index=jax.process_index(), process_count=jax.process_count(),
+                                     verbose=lead)
+    # A checkpoint without a data item (an older layout) still says how many batches were consumed.
+    batches = data.iterator((data_state or {"batches": start}) if start else None)
     step_fn = make_train_step(model, state_lib.make_optimizer(optim_cfg), loss_cfg, mesh, shardings,
                               c.train.grad_cache_chunk_size)
-    spec = batch_spec(mesh, c.train.global_batch_size, c.data.query_len, c.data.positive_len)
+    spec = batch_spec(mesh, c.train.global_batch_size, c.data.query_len, c.data.positive_len,
+                      num_negatives=data.shape.num_negatives, negative_len=c.data.positive_len)
     compiled, memory = compile_train_step(step_fn, abstract, spec)
     flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
     peak = measured_peak_flops()
@@ -134,9 +137,9 @@ def train(config, workdir: str) -> dict:
     tokens_per_step = c.train.global_batch_size * (c.data.query_len + c.data.positive_len)
     bar = tqdm(range(start, c.train.steps), initial=start, total=c.train.steps, desc="train", disable=not lead)
     for k in bar:
-        host = batcher.host_batch(k)
-        batch = {name: jax.make_array_from_process_local_data(sharding.batch_sharding(mesh, a.ndim), a)
-                 for name, a in host.items()}
+        host = next(batches)
+        source = data.names[int(host["dataset"])]
+        batch = data_pipeline.global_batch(host, mesh)
         state, metrics = compiled(state, batch)
         n_since += 1
         step = k + 1
@@ -154,7 +157,7 @@ def train(config, workdir: str) -> dict:
                    "learning_rate": m["learning_rate"], "grad_norm": m["grad_norm"],
                    "temperature": m["temperature"], "skipped_total": int(m["skipped_total"]),
                    "examples_per_sec": c.train.global_batch_size / dt, "tokens_per_sec": tokens_per_step / dt,
-                   "mfu": flops / dt / peak if peak else 0.0, "source": batcher.sources[batcher.source_of(k)].name}
+                   "mfu": flops / dt / peak if peak else 0.0, "source": source}
             writer.write(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['in_batch_accuracy']:.3f}")
             if lead:
@@ -163,7 +166,7 @@ def train(config, workdir: str) -> dict:
                           f"{row['examples_per_sec']:.1f} ex/s mfu {row['mfu']:.3f} [{row['source']}]")
             t_last, n_since = time.perf_counter(), 0
         if ckpt.should_save(step) or step == c.train.steps:
-            ckpt.save(step, state, {"batches": step}, force=step == c.train.steps)
+            ckpt.save(step, state, data.state(batches), force=step == c.train.steps)
     ckpt.close()
     writer.close()
     summary = {"steps": c.train.steps, "resumed_from": start, "gflop_per_step": flops / 1e9,

@@ -1,0 +1,341 @@
+"""Training datasets: the registry of the shared data, users' own files, and their tfds builders.
+
+A dataset is prepared once into a tensorflow-datasets builder stored as `array_record` (readable
+without TensorFlow) under the prepared-data directory::
+
+  DATA_DIR/embedding_pairs/<dataset>-<fingerprint>/1.0.0/   tfds files, one per split
+  DATA_DIR/embedding_pairs/<dataset>-<fingerprint>.report.json   counts and skipped bad input
+
+The fingerprint covers the input files (path, size, mtime), the reader options and the builder
+version, so a changed file is prepared again instead of served stale. A file lock makes several
+processes (hosts on one machine) prepare a dataset once.
+
+Source names: `<dataset>-<split>` of the registry (`scifact-train`, `stsb-train`, ...), or a
+user file `[FORMAT:]PATH` (FORMAT: generic (default), beir, classification, scored, bitext; see
+docs/data.md), which is a `train` split.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import fcntl
+import functools
+import hashlib
+import json
+import logging
+import os
+import pathlib
+from collections.abc import Callable, Iterator
+
+from gemini_embed.data import sources as src
+from gemini_embed.tokenize import DOCUMENT_TASK, QUERY_TASKS
+
+log = logging.getLogger(__name__)
+
+BUILDER_VERSION = "1.0.0"  # bump when the stored features or a reader's output change
+SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A training dataset: how to read each split, and its prompts.
+
+    query_task: the query-side task (a per-example `task` overrides it). positive_task: "document"
+    (`title: {title or none} | text: {text}`) or a query task for symmetric data (both sides get it).
+    """
+
+    name: str
+    readers: dict[str, Callable[[src.Problems], Iterator[dict]]]  # split -> examples
+    files: tuple[pathlib.Path, ...]  # everything the readers open (for the fingerprint)
+    query_task: str
+    positive_task: str
+    description: str = ""
+    options: tuple = ()  # reader options that change the examples (part of the fingerprint)
+
+    def __post_init__(self):
+        for task in (self.query_task, self.positive_task):
+            if task not in QUERY_TASKS + (DOCUMENT_TASK,):
+                raise ValueError(f"dataset {self.name}: unknown task {task!r}")
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(f"{BUILDER_VERSION}|{self.name}|{sorted(self.readers)}|{self.options!r}".encode())
+        for f in self.files:
+            st = f.stat()
+            h.update(f"|{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        return h.hexdigest()[:12]
+
+
+def data_root(path=None) -> pathlib.Path:
+    """The raw data folder: `path`, else $GEMINI_EMBED_DATA, else ../shared/data next to the repo."""
+    root = path or os.environ.get("GEMINI_EMBED_DATA")
+    return pathlib.Path(root).expanduser() if root else pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def default_prepared_dir() -> pathlib.Path:
+    from gemini_embed.weights.packaged import CACHE_DIR
+
+    return pathlib.Path(os.environ.get("GEMINI_EMBED_TFDS") or CACHE_DIR / "tfds")
+
+
+# ----------------------------------------------------------------------------- registry
+STSB_NAMES = ("genre", "file", "year", "id", "score", "sentence1", "sentence2")
+SCORE_THRESHOLD = 4.0  # of 5: STS pairs at least this similar are positives
+AMAZON = {"en": "EN", "en-ext": "EN-ext", "de": "DE", "ja": "JP"}
+TATOEBA_SUFFIX = "-eng.eng"
+
+
+def _label_words(label: str) -> str:
+    return label.replace("_", " ")
+
+
+def registry(root=None) -> dict[str, DatasetSpec]:
+    """The datasets of the shared data (see its README), by name."""
+    r = data_root(root)
+    specs: list[DatasetSpec] = []
+
+    def beir(name, folder, splits, task, description):
+        f = r / folder
+        files = [p for p in (f / "corpus.jsonl", f / "corpus.jsonl.gz", f / "queries.jsonl") if p.exists()]
+        specs.append(DatasetSpec(
+            name, {s: functools.partial(src.beir, f, s) for s in splits},
+            tuple(files + [f / "qrels" / f"{s}.tsv" for s in splits]), task, DOCUMENT_TASK, description))
+
+    beir("scifact", "scifact", ("train", "test"), "fact checking", "SciFact claims -> cited abstracts (BEIR qrels)")
+    beir("cranfield", "cranfield", ("test",), "search result", "Cranfield 1400 queries -> relevant documents")
+    beir("cosqa", "cosqa_dev", ("test",), "code retrieval", "CoSQA dev queries -> code snippets")
+
+    sts = r / "sts" / "stsbenchmark"
+    stsb = {s: r_ for s, r_ in (("train", "sts-train.csv"), ("validation", "sts-dev.csv"), ("test", "sts-test.csv"))}
+    specs.append(DatasetSpec(
+        "stsb", {s: functools.partial(src.pairs_table, sts / f, first="sentence1", second="sentence2", score="score",
+                                      threshold=SCORE_THRESHOLD, names=STSB_NAMES, delimiter="\t")
+                 for s, f in stsb.items()},
+        tuple(sts / f for f in stsb.values()), "sentence similarity", "sentence similarity",
+        f"STS Benchmark pairs scored >= {SCORE_THRESHOLD}", (SCORE_THRESHOLD,)))
+    for year in ("12", "13", "14", "15", "16", "17"):
+        path = r / "sts" / f"sts{year}" / "test.tsv"
+        specs.append(DatasetSpec(
+            f"sts{year}", {"test": functools.partial(src.pairs_table, path, first="sentence1", second="sentence2",
+                                                      score="score", threshold=SCORE_THRESHOLD)},
+            (path,), "sentence similarity", "sentence similarity", f"STS 20{year} pairs scored >= {SCORE_THRESHOLD}",
+            (SCORE_THRESHOLD,)))
+    mrpc = {s: r / "mrpc" / f"{s}.tsv" for s in ("train", "test")}
+    specs.append(DatasetSpec(
+        "mrpc", {s: functools.partial(src.pairs_table, p, first="sentence1", second="sentence2", score="label",
+                                      threshold=1.0) for s, p in mrpc.items()},
+        tuple(mrpc.values()), "sentence similarity", "sentence similarity", "MRPC paraphrase pairs (label 1)"))
+    snli = {"validation": "dev", "test": "test"}
+    nli = r / "snli_senteval"
+    specs.append(DatasetSpec(
+        "snli-triplets", {s: functools.partial(src.pairs_table, nli / f"triplets_{f}.tsv", first="anchor",
+                                               second="positive", negative="negative") for s, f in snli.items()},
+        tuple(nli / f"triplets_{f}.tsv" for f in snli.values()), "sentence similarity", "sentence similarity",
+        "SNLI premise -> entailed hypothesis, contradiction as hard negative"))
+    specs.append(DatasetSpec(
+        "snli", {s: functools.partial(src.pairs_table, nli / f"{f}.tsv.gz", first="premise", second="hypothesis",
+                                      score="label", threshold=1.0,
+                                      labels={"entailment": 1.0, "neutral": 0.0, "contradiction": 0.0})
+                 for s, f in snli.items()},
+        tuple(nli / f"{f}.tsv.gz" for f in snli.values()), "sentence similarity", "sentence similarity",
+        "SNLI labelled pairs: entailment -> positive"))
+
+    bank = {s: r / "banking77" / f"{s}.csv" for s in ("train", "test")}
+    specs.append(DatasetSpec(
+        "banking77", {s: functools.partial(src.classification, p, label="category", label_text=_label_words)
+                      for s, p in bank.items()},
+        tuple(bank.values()), "classification", DOCUMENT_TASK, "Banking77 utterance -> intent label text"))
+    for sub, prefix in AMAZON.items():
+        files = {s: r / "amazon_counterfactual" / f"{prefix}_{f}.tsv"
+                 for s, f in (("train", "train"), ("validation", "valid"), ("test", "test"))}
+        specs.append(DatasetSpec(
+            f"amazon-counterfactual-{sub}",
+            {s: functools.partial(src.classification, p, text="sentence", label="is_counterfactual",
+                                  label_text=_COUNTERFACTUAL.__getitem__) for s, p in files.items()},
+            tuple(files.values()), "classification", DOCUMENT_TASK,
+            f"Amazon counterfactual {prefix}: text -> label text"))
+    news = {s: r / "twentynewsgroups" / f"{s}_subjects.jsonl.gz" for s in ("train", "test")}
+    specs.append(DatasetSpec(
+        "twentynewsgroups", {s: functools.partial(src.classification, p) for s, p in news.items()},
+        tuple(news.values()), "classification", DOCUMENT_TASK, "20 Newsgroups subject -> newsgroup name"))
+
+    tatoeba = sorted((r / "tatoeba").glob(f"tatoeba.*{TATOEBA_SUFFIX}"))
+    specs.append(DatasetSpec(
+        "tatoeba", {"test": functools.partial(_tatoeba, tatoeba)},
+        tuple(tatoeba) + tuple(_tatoeba_source(p) for p in tatoeba), "sentence similarity", "sentence similarity",
+        "Tatoeba sentences (112 languages) -> English translations"))
+    return {s.name: s for s in specs}
+
+
+_COUNTERFACTUAL = {"1": "counterfactual statement", "0": "not a counterfactual statement"}
+
+
+def _tatoeba_source(eng: pathlib.Path) -> pathlib.Path:
+    lang = eng.name.removeprefix("tatoeba.").removesuffix(TATOEBA_SUFFIX)
+    return eng.with_name(f"tatoeba.{lang}-eng.{lang}")
+
+
+def _tatoeba(english_files, problems: src.Problems) -> Iterator[dict]:
+    for eng in english_files:
+        yield from src.bitext(_tatoeba_source(eng), eng, problems)
+
+
+FILE_FORMATS = ("generic", "beir", "classification", "scored", "bitext")
+
+
+def file_spec(spec: str) -> DatasetSpec:
+    """A user's own file or folder, `[FORMAT:]PATH`, as a dataset with one `train` split.
+
+    generic: JSONL/TSV (query, positive[, negatives, task, title]); beir: a BEIR folder (qrels/train.tsv);
+    classification: CSV/TSV/JSONL (text, label); scored: TSV (sentence1, sentence2, score >= 4 of 5);
+    bitext: TSV (sentence1, sentence2).
+    """
+    fmt, _, path = spec.partition(":") if spec.split(":", 1)[0] in FILE_FORMATS else ("generic", "", spec)
+    path = pathlib.Path(path).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"training data {spec!r}: {path} does not exist")
+    name = "file-" + "".join(c if c.isalnum() else "_" for c in path.name)[:40]
+    readers = {
+        "generic": (functools.partial(src.generic, path), "search result", DOCUMENT_TASK),
+        "beir": (functools.partial(src.beir, path, "train"), "search result", DOCUMENT_TASK),
+        "classification": (functools.partial(src.classification, path), "classification", DOCUMENT_TASK),
+        "scored": (functools.partial(src.pairs_table, path, first="sentence1", second="sentence2", score="score",
+                                     threshold=SCORE_THRESHOLD), "sentence similarity", "sentence similarity"),
+        "bitext": (functools.partial(src.pairs_table, path, first="sentence1", second="sentence2"),
+                   "sentence similarity", "sentence similarity"),
+    }[fmt]
+    files = tuple(sorted(p for p in path.rglob("*") if p.is_file())) if path.is_dir() else (path,)
+    return DatasetSpec(name, {"train": readers[0]}, files, readers[1], readers[2], f"{fmt} file {path}", (fmt,))
+
+
+def resolve_source(name: str, root=None) -> tuple[DatasetSpec, str]:
+    """(dataset, split) of a source name: `<dataset>-<split>` from the registry, or a file."""
+    name = name.strip()
+    reg = registry(root)
+    dataset, _, split = name.rpartition("-")
+    if dataset in reg and split in reg[dataset].readers:
+        return reg[dataset], split
+    if "/" in name or "." in name or name.split(":", 1)[0] in FILE_FORMATS:
+        return file_spec(name), "train"
+    known = sorted(f"{d}-{s}" for d, spec in reg.items() for s in spec.readers)
+    raise ValueError(f"unknown training source {name!r}: not a registered dataset-split ({', '.join(known)}) "
+                     f"nor a file path")
+
+
+# ----------------------------------------------------------------------------- tfds builder
+@functools.cache
+def _builder_class():
+    import numpy as np
+    import tensorflow_datasets as tfds
+
+    class EmbeddingPairs(tfds.core.GeneratorBasedBuilder):
+        """(query, positive[, negatives]) examples of one DatasetSpec; one builder config per spec."""
+
+        VERSION = tfds.core.Version(BUILDER_VERSION)
+
+        def __init__(self, *, spec: DatasetSpec, problems: src.Problems, **kwargs):
+            self._spec, self._problems = spec, problems
+            self.counts: dict[str, collections.Counter] = {}
+            self.last_origin = "none yet"  # where a failure happened, for the error message
+            config = tfds.core.BuilderConfig(name=f"{spec.name}-{spec.fingerprint()}", description=spec.description)
+            super().__init__(config=config, file_format="array_record", **kwargs)
+
+        def _info(self):
+            text = tfds.features.Text()
+            features = tfds.features.FeaturesDict({
+                "query": text, "positive": text, "title": text, "task": text, "origin": text,
+                "negatives": tfds.features.Sequence(text), "negative_titles": tfds.features.Sequence(text),
+                "num_negatives": np.int32})
+            return tfds.core.DatasetInfo(builder=self, description=self._spec.description, features=features)
+
+        def _split_generators(self, dl_manager):
+            return {split: self._generate_examples(split) for split in self._spec.readers}
+
+        def _generate_examples(self, split):
+            count = self.counts.setdefault(split, collections.Counter())
+            for i, ex in enumerate(self._spec.readers[split](self._problems)):
+                self.last_origin = f"{split} example {i}, from {ex['origin']}"
+                count["examples"] += 1
+                count["with_negatives"] += bool(ex["negatives"])
+                yield i, {**ex, "num_negatives": len(ex["negatives"])}
+
+    # tfds looks for checksum files next to a builder's module via importlib_resources (absent
+    # here, and nothing is downloaded): a one-part module name makes it skip that lookup.
+    EmbeddingPairs.__module__ = "gemini_embed_data"
+    return EmbeddingPairs
+
+
+def prepared_path(spec: DatasetSpec, data_dir) -> pathlib.Path:
+    return pathlib.Path(data_dir) / "embedding_pairs" / f"{spec.name}-{spec.fingerprint()}"
+
+
+def prepare(spec: DatasetSpec, data_dir=None, on_error: str = "skip", verbose: bool = True) -> dict:
+    """Prepares `spec` (all its splits) into `data_dir` unless already there; returns its report
+    {"dataset", "splits": {split: {"examples", "with_negatives"}}, "skipped": {reason: n}, ...},
+    which is printed (`verbose`) whether prepared now or before."""
+    report = _prepare(spec, data_dir, on_error)
+    if verbose:
+        print(format_report(report), flush=True)
+    return report
+
+
+def _prepare(spec: DatasetSpec, data_dir, on_error: str) -> dict:
+    data_dir = pathlib.Path(data_dir or default_prepared_dir())
+    base = prepared_path(spec, data_dir)
+    report_path = base.with_name(base.name + ".report.json")
+    if report_path.exists():
+        return _reuse(report_path, on_error)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    with open(base.with_name(base.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be preparing it: wait, then reuse
+        if report_path.exists():
+            return _reuse(report_path, on_error)
+        import tensorflow_datasets as tfds
+
+        tfds.disable_progress_bar()
+        problems = src.Problems(on_error)
+        builder = _builder_class()(spec=spec, problems=problems, data_dir=str(data_dir))
+        try:
+            builder.download_and_prepare()
+        except src.DataError:
+            raise
+        except Exception as e:  # say which dataset failed; the reader's own errors already say where
+            raise RuntimeError(f"preparing training dataset {spec.name} ({spec.description}) failed after "
+                               f"{builder.last_origin}: {type(e).__name__}: {e}") from e
+        report = {"dataset": spec.name, "description": spec.description, "path": str(builder.data_dir),
+                  "splits": {s: dict(builder.counts.get(s) or {"examples": builder.info.splits[s].num_examples})
+                             for s in spec.readers}, "skipped": problems.by_reason(),
+                  "skipped_by_file": {f"{p} ({r})": n for (p, r), n in sorted(problems.counts.items())},
+                  "first_skipped": problems.first, "on_error": on_error}
+        tmp = report_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(report, indent=1))
+        tmp.replace(report_path)  # written last: its presence marks the preparation complete
+    return report
+
+
+def _reuse(report_path: pathlib.Path, on_error: str) -> dict:
+    report = json.loads(report_path.read_text())
+    if on_error == "fail" and report["skipped"]:  # prepared earlier in skip mode: fail mode must not hide it
+        raise src.DataError(report_path, None, "bad input", f"{report['dataset']} was prepared with "
+                            f"on_error='skip' and skipped {report['skipped']}; first: {report['first_skipped'][:3]}")
+    return report
+
+
+def format_report(report: dict) -> str:
+    splits = ", ".join(f"{s} {c.get('examples', 0):,}" + (f" ({c['with_negatives']:,} with negatives)"
+                                                           if c.get("with_negatives") else "")
+                       for s, c in report["splits"].items())
+    skipped = report["skipped"]
+    bad = (f"; skipped {sum(skipped.values())} bad input(s): " + ", ".join(f"{r} {n}" for r, n in skipped.items())
+           if skipped else "; no bad input")
+    lines = [f"prepared {report['dataset']}: {splits}{bad} ({report['path']})"]
+    lines += [f"  {k}: {n}" for k, n in report.get("skipped_by_file", {}).items()]
+    return "\n".join(lines)
+
+
+def data_source(spec: DatasetSpec, split: str, data_dir=None):
+    """The prepared split as a random-access tfds data source (ArrayRecordDataSource)."""
+    import tensorflow_datasets as tfds
+
+    data_dir = pathlib.Path(data_dir or default_prepared_dir())
+    name = f"embedding_pairs/{spec.name}-{spec.fingerprint()}"
+    return tfds.data_source(name, split=split, data_dir=str(data_dir))

@@ -8,6 +8,10 @@
 groups (quick, sts, retrieval, ..., all) or TYPE:PATH for your own data, comma-separated.
 Writes OUTPUT (JSON), OUTPUT with .md (a table per task, per task type, and means) and, with
 several --dims, OUTPUT with .png (score vs dimension: the Matryoshka curve).
+
+Embeddings are cached on disk per model (name + hash of config and params), task, side, prompt
+and dim (--cache_dir, default $GEMINI_EMBED_CACHE or ~/.cache/gemini_embed/embeddings): a second
+run reads them back instead of embedding again. --no_cache turns that off.
 """
 from __future__ import annotations
 
@@ -60,15 +64,24 @@ def main(argv=None) -> dict:
     ap.add_argument("--dims", default=None, help="comma-separated Matryoshka dims, e.g. 128,256,768")
     ap.add_argument("--batch_size", type=int, default=64)
     ap.add_argument("--max_length", type=int, default=None)
+    ap.add_argument("--no_projection", action="store_true",
+                    help="drop the model's projection head (e.g. gemma3-270m's untrained random one): "
+                         "evaluate the mean-pooled encoder output itself")
     ap.add_argument("--data", default=None, help="benchmark data root (default $GEMINI_EMBED_DATA or ../shared/data)")
     ap.add_argument("--output", required=True)
+    ap.add_argument("--cache_dir", default=None,
+                    help="embedding cache (default $GEMINI_EMBED_CACHE or ~/.cache/gemini_embed/embeddings)")
+    ap.add_argument("--no_cache", action="store_true", help="embed everything, read and write no cache")
     args = ap.parse_args(argv)
 
     import gemini_embed as ge
     from gemini_embed.eval import runner
+    from gemini_embed.eval.cache import EmbeddingCache, model_fingerprint
 
     dims = [int(d) for d in args.dims.split(",")] if args.dims else None
     overrides = {} if args.max_length is None else {"max_length": args.max_length}
+    if args.no_projection:
+        overrides["projection"] = None
     start = time.perf_counter()
     model = ge.Embedder.from_pretrained(args.model, **overrides)
     load_s = time.perf_counter() - start
@@ -76,12 +89,14 @@ def main(argv=None) -> dict:
     def encode(texts, task=None, titles=None):
         return model.embed(texts, task=task, titles=titles, batch_size=args.batch_size)
 
+    cache = None if args.no_cache else EmbeddingCache(model_fingerprint(model), model.dim, args.cache_dir)
     results = runner.evaluate(encode, args.tasks, data_root=args.data, use_prompts=model.uses_prompts,
-                              dims=dims if dims is None or len(dims) > 1 else dims[0])
+                              dims=dims if dims is None or len(dims) > 1 else dims[0], cache=cache)
     out = pathlib.Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
     report = {"model": args.model, "uses_prompts": model.uses_prompts, "load_seconds": round(load_s, 2),
               "seconds": round(time.perf_counter() - start, 2), "compilations": model.num_compilations,
+              "cache": None if cache is None else {"dir": str(cache.dir), "hits": cache.hits, "misses": cache.misses},
               "tasks": {k: {f: r[f] for f in ("main_score", "metric", "scores", "num_samples", "seconds", "type",
                                                "dims")} for k, r in results.items()}}
     out.write_text(json.dumps(report, indent=1, default=float))
@@ -89,6 +104,8 @@ def main(argv=None) -> dict:
     if dims and len(dims) > 1:
         plot_mrl(results, dims, out.with_suffix(".png"), args.model)
     print(runner.format_table(results))
+    if cache is not None:
+        print(f"embedding cache {cache.dir}: {cache.hits} read, {cache.misses} embedded")
     print(f"wrote {out} and {out.with_suffix('.md')} ({report['seconds']:.0f} s)")
     return report
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from gemini_embed.eval import tasks as tasks_lib
+from gemini_embed.eval.cache import EmbeddingCache
 from gemini_embed.eval.evaluators import EVALUATORS
 from gemini_embed.eval.search import l2_normalize
 
@@ -22,8 +23,9 @@ def checked(encode: Encode) -> Encode:
         out = np.asarray(encode(texts, **kwargs), dtype=np.float32)
         if out.ndim != 2 or out.shape[0] != len(texts):
             raise ValueError(f"encode returned shape {out.shape} for {len(texts)} texts (expected [N, D])")
-        if not np.all(np.isfinite(out)):
-            raise ValueError("encode returned non-finite values")
+        for s in range(0, out.shape[0], 65536):  # in chunks: `out` may be a large memory-mapped file
+            if not np.all(np.isfinite(out[s:s + 65536])):
+                raise ValueError(f"encode returned non-finite values (in rows {s}..{s + 65536})")
         return out
 
     return wrapped
@@ -75,7 +77,8 @@ def evaluate_task(encode: Encode, task: tasks_lib.Task | str, *, data_root: str 
 
 def evaluate(encode: Encode, tasks: str | Sequence[str | tasks_lib.Task] = "quick", *,
              data_root: str | os.PathLike | None = None, use_prompts: bool = True,
-             dims: int | Sequence[int] | None = None, progress: bool = True) -> dict[str, dict]:
+             dims: int | Sequence[int] | None = None, progress: bool = True,
+             cache: EmbeddingCache | None = None) -> dict[str, dict]:
     """Evaluate `encode` on tasks (names, families, groups, `TYPE:PATH`; see `tasks.py`).
 
     Args:
@@ -87,6 +90,7 @@ def evaluate(encode: Encode, tasks: str | Sequence[str | tasks_lib.Task] = "quic
       dims: MRL truncation to the first k dims (re-normalised). A list of k evaluates every k,
         encoding each text set once; results are then keyed "Task@k".
       progress: show a tqdm bar over tasks.
+      cache: an on-disk EmbeddingCache for this model: texts embedded before are read back.
     Returns:
       {key: {"main_score", "metric", "scores", "num_samples", "seconds", "task", "type", "dims",
       "use_prompts"}}, keyed by task name (or "name@k" for a list of dims).
@@ -100,7 +104,8 @@ def evaluate(encode: Encode, tasks: str | Sequence[str | tasks_lib.Task] = "quic
     bar = tqdm(total=len(task_list) * len(dim_list), desc="eval", unit="task", disable=not progress)
     try:
         for task in task_list:
-            enc = memoized(checked(encode)) if multi else encode
+            enc = cache.wrap(encode, task.name) if cache is not None else encode
+            enc = memoized(checked(enc)) if multi else enc
             for k in dim_list:
                 key = f"{task.name}@{k}" if multi else task.name
                 bar.set_postfix_str(key)

@@ -5,7 +5,7 @@ import types
 import numpy as np
 import pytest
 
-from gemini_embed.eval import custom_task, evaluate, evaluate_task, format_table, top_k, truncated, undersample
+from gemini_embed.eval import custom_task, evaluate, evaluate_task, format_table, truncated, undersample
 from gemini_embed.eval import datasets as ds
 from gemini_embed.tokenize import apply_prompt
 from gemini_embed.eval import evaluators as ev
@@ -134,19 +134,6 @@ def test_undersample_reshuffles_previous_order():
     np.random.RandomState(42).shuffle(idxs)  # experiment 2 re-shuffles the already shuffled list
     assert subsets[1] == first_three_per_label(idxs)
     assert subsets[0] != subsets[1]
-
-
-def test_top_k_matches_brute_force_and_breaks_ties_by_index():
-    rng = np.random.default_rng(0)
-    q, c = rng.normal(size=(37, 8)), rng.normal(size=(101, 8))
-    scores, idx = top_k(q, c, 10, batch_size=16)
-    cn = c / np.linalg.norm(c, axis=1, keepdims=True)
-    sims = (q / np.linalg.norm(q, axis=1, keepdims=True)) @ cn.T
-    np.testing.assert_array_equal(idx, np.argsort(-sims, axis=1, kind="stable")[:, :10])
-    np.testing.assert_allclose(scores, np.take_along_axis(sims, idx, 1), rtol=1e-5)
-    dup = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]])
-    assert top_k(np.array([[1.0, 0.0]]), dup, 3)[1].tolist() == [[0, 2, 1]]
-    assert top_k(q, c[:4], 10)[1].shape == (37, 4)
 
 
 def test_truncated_renormalises():

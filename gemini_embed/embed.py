@@ -40,8 +40,12 @@ def length_buckets(max_length: int) -> list[int]:
 def make_embed_fn(model: EmbeddingModel, mesh, params_sharding):
     """The jitted embed function: params sharded by the logical rules, batch over ('data', 'fsdp')."""
     batch = sharding.batch_sharding(mesh, 2)
-    return jax.jit(model.apply, in_shardings=(params_sharding, batch, batch),
-                   out_shardings=sharding.batch_sharding(mesh, 2))
+
+    def apply(params, tokens, mask):
+        with sharding.batch_sharded_activations(mesh):  # with FSDP params: gather weights, not activations
+            return model.apply(params, tokens, mask)
+
+    return jax.jit(apply, in_shardings=(params_sharding, batch, batch), out_shardings=sharding.batch_sharding(mesh, 2))
 
 
 class Embedder:

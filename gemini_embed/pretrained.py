@@ -27,6 +27,7 @@ from gemini_embed.weights.validate import WeightImportError, check_params
 
 GEMMA_PROJECTION = (768,)
 GEMMA_MRL_DIMS = (128, 256, 512, 768)
+TINY_PROJECTION, TINY_MRL_DIMS = (32,), (16, 32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,8 +82,8 @@ def _gemma_tiny(seed: int = 0, **enc_overrides) -> _Loaded:
 
     cfg = dataclasses.replace(GEMMA3_PRESETS["gemma3-tiny"], **enc_overrides)
     params = nn.meta.unbox(Gemma3(cfg).init(jax.random.key(seed), jnp.zeros((1, 8), jnp.int32), jnp.ones((1, 8), bool)))
-    return _Loaded(cfg, params, GemmaTokenizer.from_gguf(packaged.gemma3_270m_gguf()), 128, True, (32,), (16, 32),
-                   tokenizer_source="gemma3-270m")
+    return _Loaded(cfg, params, GemmaTokenizer.from_gguf(packaged.gemma3_270m_gguf()), 128, True, TINY_PROJECTION,
+                   TINY_MRL_DIMS, tokenizer_source="gemma3-270m")
 
 
 REGISTRY: dict[str, Callable[..., _Loaded]] = {
@@ -181,11 +182,8 @@ def resolve(name_or_path: str, *, projection: Any = "default", mrl_dims: Any = N
     else:
         raise ValueError(f"unknown model {name_or_path!r}: not a registered name ({', '.join(REGISTRY)}) "
                          f"nor an existing local path")
-    proj = loaded.projection if projection == "default" else tuple(projection or ())
-    out_dim = proj[-1] if proj else loaded.encoder_config.d_model
-    if mrl_dims is None:
-        mrl_dims = tuple(d for d in loaded.mrl_dims if d < out_dim) + (out_dim,)
-    config = EmbeddingModelConfig(loaded.encoder_config, proj, tuple(mrl_dims))
+    config = _embedding_config(loaded.encoder_config, loaded.projection, loaded.mrl_dims, projection, mrl_dims)
+    proj = config.projection
     max_length = loaded.max_length if max_length is None else int(max_length)
     limit = getattr(loaded.encoder_config, "max_position", None)
     if max_length < 3 or (limit and max_length > limit):
@@ -201,6 +199,37 @@ def resolve(name_or_path: str, *, projection: Any = "default", mrl_dims: Any = N
     check_params(params, nn.meta.unbox(expected), str(name_or_path))
     return Pretrained(key if key in REGISTRY else path.name, config, params, loaded.tokenizer, source, max_length,
                       loaded.uses_prompts)
+
+
+def _embedding_config(encoder_config, default_projection, default_mrl, projection, mrl_dims) -> EmbeddingModelConfig:
+    proj = default_projection if projection == "default" else tuple(projection or ())
+    out_dim = proj[-1] if proj else encoder_config.d_model
+    if mrl_dims is None:
+        mrl_dims = tuple(d for d in default_mrl if d < out_dim) + (out_dim,)
+    return EmbeddingModelConfig(encoder_config, proj, tuple(mrl_dims))
+
+
+def architecture(name: str, *, projection: Any = "default", mrl_dims: Any = None, max_length: int | None = None,
+                 seed: int = 0, **encoder_overrides) -> EmbeddingModelConfig:
+    """The EmbeddingModelConfig `resolve(name, ...)` would give, without reading any weights: a
+    registered name or any Gemma 3 preset ("gemma3-1b" ... "gemma3-27b", whose weights are not
+    packaged). For compile-only runs and shape checks; `max_length` and `seed` are accepted (and
+    ignored) so a config's model overrides work for both."""
+    del max_length, seed
+    from gemini_embed.model.gemma3 import GEMMA3_PRESETS
+
+    key = str(name).lower()
+    if key == "all-minilm-l6-v2":
+        from gemini_embed.weights.bert_safetensors import read_config
+
+        enc = dataclasses.replace(read_config(packaged.minilm_l6_v2_dir() / "config.json"), **encoder_overrides)
+        return _embedding_config(enc, (), (), projection, mrl_dims)
+    if key not in GEMMA3_PRESETS:
+        raise ValueError(f"no architecture for {name!r}: use a Gemma 3 preset ({', '.join(GEMMA3_PRESETS)}) "
+                         f"or all-minilm-l6-v2")
+    enc = dataclasses.replace(GEMMA3_PRESETS[key], **encoder_overrides)
+    proj, mrl = (TINY_PROJECTION, TINY_MRL_DIMS) if key == "gemma3-tiny" else (GEMMA_PROJECTION, GEMMA_MRL_DIMS)
+    return _embedding_config(enc, proj, mrl, projection, mrl_dims)
 
 
 def load(name_or_path: str, **overrides) -> Embedder:

@@ -6,7 +6,9 @@ through one table mapping the logical names their modules declare to mesh axes.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+import contextlib
+import contextvars
+from typing import Any, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -53,6 +55,35 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
 def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
     """Leading (batch) dim over ('data', 'fsdp'), the rest replicated."""
     return NamedSharding(mesh, P(BATCH_AXES, *([None] * (ndim - 1))))
+
+
+# Set by `batch_sharded_activations` while a train step is traced: (mesh, mesh axes of the batch).
+_ACTIVATIONS: contextvars.ContextVar[tuple[Mesh, tuple[str, ...]] | None] = contextvars.ContextVar(
+    "activations", default=None)
+
+
+@contextlib.contextmanager
+def batch_sharded_activations(mesh: Mesh, axes: Sequence[str] = BATCH_AXES) -> Iterator[None]:
+    """While tracing inside this context, `constrain_batch` pins activations to batch sharding.
+
+    Without it XLA may shard a matmul like its FSDP-sharded weight (over 'embed') and all-gather
+    the *activations* of the whole batch instead of the weight: at 512 tokens per row that moves
+    far more bytes, and holds the gathered activations in memory. Outside the context (the
+    Embedder, single-device use) `constrain_batch` does nothing."""
+    token = _ACTIVATIONS.set((mesh, tuple(axes)))
+    try:
+        yield
+    finally:
+        _ACTIVATIONS.reset(token)
+
+
+def constrain_batch(x: jax.Array) -> jax.Array:
+    """x [B, ...] sharded over the batch axes of the enclosing `batch_sharded_activations`."""
+    ctx = _ACTIVATIONS.get()
+    if ctx is None:
+        return x
+    mesh, axes = ctx
+    return jax.lax.with_sharding_constraint(x, NamedSharding(mesh, P(axes)))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -18,6 +18,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gemini_embed.sharding import constrain_batch
+
 Attention = Literal["causal", "bidirectional"]
 
 
@@ -180,7 +182,7 @@ class Block(nn.Module):
         h = Attention(c, self.is_global, name="attn")(RMSNorm(c.norm_eps, name="pre_attn_norm")(x), mask, positions)
         x = x + RMSNorm(c.norm_eps, name="post_attn_norm")(h)
         h = MLP(c, name="mlp")(RMSNorm(c.norm_eps, name="pre_mlp_norm")(x))
-        return x + RMSNorm(c.norm_eps, name="post_mlp_norm")(h)
+        return constrain_batch(x + RMSNorm(c.norm_eps, name="post_mlp_norm")(h))  # no-op outside a train step
 
 
 class Gemma3(nn.Module):
@@ -198,7 +200,7 @@ class Gemma3(nn.Module):
 
     def __call__(self, tokens, mask):
         c = self.config
-        x = self.embedder(tokens) * jnp.asarray(c.d_model ** 0.5, c.compute_dtype)  # [B, L, D]
+        x = constrain_batch(self.embedder(tokens) * jnp.asarray(c.d_model ** 0.5, c.compute_dtype))  # [B, L, D]
         # Right padding: positions are simply 0..L-1 for every row.
         positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         for block in self.blocks:

@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from gemini_embed.sharding import BATCH_AXES
+from gemini_embed.sharding import BATCH_AXES, batch_sharded_activations
 
 
 def num_batch_shards(mesh: Mesh) -> int:
@@ -102,7 +102,9 @@ def grad_cached_value_and_grad(embed_fn: Callable[[Any, Any], Any], loss_fn: Cal
 
     def body(acc, xs):
         chunk, cotangent = jax.tree.map(split, xs)
-        g = jax.vmap(chunk_grads, in_axes=(None, 0, 0))(params, chunk, cotangent)  # [n_data, *param]
+        # Rows within a data group are sharded over 'fsdp' (the vmapped group dim over 'data').
+        with batch_sharded_activations(mesh, ("fsdp",)):
+            g = jax.vmap(chunk_grads, in_axes=(None, 0, 0), spmd_axis_name="data")(params, chunk, cotangent)
         return constrain(jax.tree.map(jnp.add, acc, g), stacked), None
 
     zeros = constrain(jax.tree.map(lambda p: jnp.zeros((n_data, *p.shape), p.dtype), params), stacked)

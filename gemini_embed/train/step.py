@@ -24,7 +24,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from gemini_embed import losses
-from gemini_embed.sharding import BATCH_AXES
+from gemini_embed.sharding import BATCH_AXES, batch_sharded_activations
 from gemini_embed.train.grad_cache import check_chunking, grad_cached_value_and_grad
 from gemini_embed.train.state import LossConfig, TrainState, current_learning_rate
 
@@ -127,14 +127,15 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
         loss_fn = make_loss_fn(model, loss_cfg, batch)
         inputs = _tower_inputs(batch)
         model_params, log_t = state.params["model"], state.params["log_temperature"]
-        if grad_cache_chunk_size:
-            check_chunking(batch["query_tokens"].shape[0], grad_cache_chunk_size, mesh)
-            (loss, metrics), (g_model, g_t) = grad_cached_value_and_grad(
-                embed_fn, loss_fn, model_params, inputs, log_t, chunk_size=grad_cache_chunk_size, mesh=mesh,
-                param_shardings=param_shardings)
-        else:
-            (loss, metrics), (g_model, g_t) = jax.value_and_grad(
-                lambda p, t: loss_fn(embed_fn(p, inputs), t), argnums=(0, 1), has_aux=True)(model_params, log_t)
+        with batch_sharded_activations(mesh):  # FSDP gathers weights, not the batch's activations
+            if grad_cache_chunk_size:
+                check_chunking(batch["query_tokens"].shape[0], grad_cache_chunk_size, mesh)
+                (loss, metrics), (g_model, g_t) = grad_cached_value_and_grad(
+                    embed_fn, loss_fn, model_params, inputs, log_t, chunk_size=grad_cache_chunk_size, mesh=mesh,
+                    param_shardings=param_shardings)
+            else:
+                (loss, metrics), (g_model, g_t) = jax.value_and_grad(
+                    lambda p, t: loss_fn(embed_fn(p, inputs), t), argnums=(0, 1), has_aux=True)(model_params, log_t)
         grads = {"model": g_model, "log_temperature": g_t}
         grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

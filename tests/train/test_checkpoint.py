@@ -264,3 +264,16 @@ def test_export_and_load_params(tmp_path, mesh):
 
     with pytest.raises(FileNotFoundError):
         load_params(tmp_path / "empty")
+
+
+def test_relative_workdir_saves_and_restores(tmp_path, mesh, monkeypatch):
+    # The README's command passes `--workdir runs/quickstart`; orbax refuses relative paths itself.
+    monkeypatch.chdir(tmp_path)
+    state = make_state(mesh, 4)
+    with Checkpointer("runs/rel", save_every=1, async_save=False) as ckpt:
+        assert ckpt.save(1, state, {"next_index": 1})
+    monkeypatch.chdir("/")
+    with Checkpointer(tmp_path / "runs" / "rel", save_every=1) as ckpt:
+        step, restored, data, _ = ckpt.restore_latest(abstract(state))
+    assert step == 1 and data == {"next_index": 1}
+    assert_bit_identical(restored, state)

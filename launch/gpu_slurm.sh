@@ -11,13 +11,8 @@
 # (pip install -e . "jax[cuda12]==0.10.2"). PYTHON overrides the interpreter.
 set -euo pipefail
 
-quote() {  # one shell word, single-quoted only when it needs to be (readable --dry_run output)
-  if [[ "$1" =~ ^[A-Za-z0-9_./:=,@%+-]+$ ]]; then
-    printf '%s' "$1"
-  else
-    printf "'%s'" "${1//\'/\'\\\'\'}"
-  fi
-}
+# shellcheck source=launch/quote.sh
+. "$(dirname "$0")/quote.sh"
 
 usage() {
   sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2

@@ -10,6 +10,7 @@ Ties are deterministic: equal scores keep the lower corpus index first.
 """
 from __future__ import annotations
 
+import collections
 import functools
 
 import jax
@@ -21,6 +22,11 @@ from gemini_embed import sharding
 
 QUERY_BATCH = 256
 CORPUS_BLOCK = 32768  # rows per block: 32768 x 768 float32 = 96 MiB on the host
+# Merges allowed in flight before the host waits. Each merge all-gathers across the mesh; on a
+# CPU host with few cores a deep queue of them starves XLA's thread pool (the participants
+# that arrived first hold every thread while the last device's backlog waits for one), and
+# XLA aborts the process when the rendezvous times out.
+MAX_IN_FLIGHT = 4
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -106,11 +112,15 @@ def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, *, query_batch: int =
         q = np.zeros((q_rows, dim), np.float32)
         q[:min(q_rows, n_q - qs)] = q_all[qs:qs + q_rows]
         q_batches.append(q)
+    in_flight = collections.deque()
     for cs in range(0, n, block):
         c = np.zeros((block, dim), np.float32)
         c[:min(block, n - cs)] = corpus[cs:cs + block]  # the only corpus rows in host memory
         for b, q in enumerate(q_batches):
             running[b] = merge(q, c, np.int32(cs), np.int32(n), *running[b])
+            in_flight.append(running[b])
+            if len(in_flight) > MAX_IN_FLIGHT:
+                jax.block_until_ready(in_flight.popleft())
     out_scores = np.empty((n_q, k), np.float32)
     out_idx = np.empty((n_q, k), np.int64)
     for qs, (scores, idx) in zip(starts, running):

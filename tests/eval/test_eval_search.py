@@ -1,8 +1,13 @@
 """The streamed, sharded top-k against a NumPy reference, on 8 (simulated) devices and on 1."""
+import os
+import subprocess
+import sys
+
 import jax
 import numpy as np
 import pytest
 
+from gemini_embed.eval import search
 from gemini_embed.eval.search import top_k
 from gemini_embed.sharding import make_mesh
 
@@ -97,3 +102,30 @@ def test_empty_and_invalid_inputs():
         top_k(q, q, 0)
     with pytest.raises(ValueError, match=r"\(3, 5\)"):
         top_k(q, np.ones((3, 5)), 1)
+
+
+DEEP_QUEUE = """
+import os, sys
+os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})  # one core: the starved case
+import numpy as np
+from gemini_embed.eval import search
+search.MAX_IN_FLIGHT = int(sys.argv[1])
+for n, block, k, qb in 3 * CASES:
+    rng = np.random.default_rng(n + k)
+    q = rng.integers(-2, 3, size=(37, 4)).astype(np.float32)
+    c = rng.integers(-2, 3, size=(n, 4)).astype(np.float32)
+    search.top_k(q, c, k, corpus_block=block, query_batch=qb, normalize=False)
+print("ok")
+"""
+
+
+def test_many_merges_on_one_core_finish():
+    # Regression: with every merge queued at once, one core and 8 devices, XLA's CPU thread pool
+    # hung (3 runs in 3 without the bound, each aborted by the rendezvous timeout, as in CI).
+    # A subprocess, so a hang fails this test instead of killing the pytest session.
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8 "
+               "--xla_cpu_collective_call_terminate_timeout_seconds=30", JAX_PLATFORMS="cpu")
+    script = f"CASES = {CASES}\n" + DEEP_QUEUE
+    proc = subprocess.run([sys.executable, "-c", script, str(search.MAX_IN_FLIGHT)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

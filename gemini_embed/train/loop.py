@@ -28,9 +28,11 @@ from gemini_embed.train.step import batch_spec, compile_train_step, make_train_s
 log = logging.getLogger("gemini_embed.train")
 
 
-def measured_peak_flops(n: int = 1024, reps: int = 5) -> float:
+def measured_peak_flops(n: int = 1024, reps: int = 20) -> float:
     """FLOP/s of float32 matmuls on all local devices at once (best of `reps`): the machine's
-    practical peak, the denominator of MFU. Simulated CPU devices share the cores, as they should."""
+    practical peak, the denominator of MFU. Simulated CPU devices share the cores, as they should.
+    Best of 20: on the 2-core VM single 1024^3 timings vary 2x (best of 5 gave 78-127 GFLOP/s idle,
+    best of 20 gives 159-174), and a low peak would overstate MFU."""
     devices = jax.local_devices()
     mesh = sharding.make_mesh(devices=devices)
     x = jax.device_put(jnp.ones((len(devices), n, n), jnp.float32), sharding.batch_sharding(mesh, 3))
@@ -111,6 +113,7 @@ def train(config, workdir: str) -> dict:
         start = 0
         state = state_lib.init_train_state(model, optim_cfg, loss_cfg, jax.random.key(c.train.seed),
                                            params=pretrained.params, shardings=shardings)
+    peak = measured_peak_flops()  # before the data pipeline's threads start competing for the cores
     data = data_pipeline.from_config(c.data, c.train.global_batch_size, pretrained.tokenizer,
                                      uses_prompts=pretrained.uses_prompts, seed=c.train.seed,
                                      process_index=jax.process_index(), process_count=jax.process_count(),
@@ -123,7 +126,6 @@ def train(config, workdir: str) -> dict:
                       num_negatives=data.shape.num_negatives, negative_len=c.data.positive_len)
     compiled, memory = compile_train_step(step_fn, abstract, spec)
     flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
-    peak = measured_peak_flops()
     if lead:
         print(f"compiled train step: {flops / 1e9:.1f} GFLOP/step; memory per device "
               + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in memory.items())

@@ -125,20 +125,22 @@ def render(reports: list[dict]) -> str:
                      f"| {chip.ici_bytes_per_s / 1e9:.0f} GB/s | {src[gen]} |")
     lines += [
         "",
-        "## The in-batch negatives cost an all-gather of embeddings, not activations",
+        "## The in-batch negatives cost a gather of embeddings, not activations",
         "",
         "The NCE loss scores every query against every positive of the *global* batch (`q @ p.T` under jit on",
-        "batch-sharded embeddings). In the optimised HLO of each train step, the only all-gathers with a",
-        "global-batch dimension are of the final embeddings, one per MRL prefix (XLA gathers each sliced",
-        "prefix; TPU writes them as [devices, rows per device, dim] and bitcasts to [global_batch, dim]):",
+        "batch-sharded embeddings), so every chip needs all positives' embeddings, one array per MRL prefix.",
+        "In the optimised HLO they arrive either by an all-gather (the plain step; TPU writes [devices, rows",
+        "per device, dim] and bitcasts to [global_batch, dim]) or, under the gradient cache, inside one",
+        "all-reduce tuple (XLA's lowering of the chunk re-layout: each chip contributes its rows, zeros",
+        "elsewhere). Either way the size is global_batch x dim x bytes:",
         "",
-        "| config | slice | all-gather (HLO shape) | bytes per chip | global_batch x dim x bytes | runs per step |",
-        "|---|---|---|---|---|---|",
+        "| config | slice | collective | array (HLO shape) | bytes per chip | global_batch x dim x bytes | runs per step |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in reports:
-        for g in r.get("negatives_all_gather", []):
-            lines.append(f"| {r['config']} | {r['topology']} | `{g['shape']}` | {g['bytes']:,} | {g['formula']} "
-                         f"| {g['runs']} |")
+        for g in r.get("negatives_collectives", []):
+            lines.append(f"| {r['config']} | {r['topology']} | {g.get('kind', 'all-gather')} | `{g['shape']}` "
+                         f"| {g['bytes']:,} | {g['formula']} | {g['runs']} |")
     lines += ["", "All-gathers of per-token activations ([..., 512, d_model] arrays) in the same programs: "
               + ", ".join(f"{r['config']}@{r['topology']}: {len(r.get('activation_all_gathers', []))}"
                           for r in reports if "error" not in r and "missing" not in r) + ".", ""]

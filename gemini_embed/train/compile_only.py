@@ -136,18 +136,23 @@ def model_flops_per_step(model_cfg, sequences: int, seq_len: int) -> float:
     return float(6 * per_token * tokens + attn * tokens + 6 * per_sequence * sequences)
 
 
-def _negatives_gathers(colls, global_batch: int, dims) -> list[dict]:
-    """The loss's all-gathers of [global_batch, d] embeddings (d = the output dim or an MRL
-    prefix); TPU gathers [devices, rows per device, d] and bitcasts it to [global_batch, d]."""
+def _negatives_collectives(colls, global_batch: int, dims) -> list[dict]:
+    """The collectives that bring the global batch's [global_batch, d] embeddings (d = the output
+    dim or an MRL prefix) to every chip for the loss: an all-gather for the similarity einsum
+    (TPU gathers [devices, rows per device, d] and bitcasts it), or, under the gradient cache, an
+    all-reduce of the re-laid-out chunks (XLA combines the MRL prefixes into one tuple)."""
     out = []
     for col in colls:
-        shape = [int(x) for x in re.findall(r"\d+", col.shape.split("[", 1)[1].split("]")[0])]
-        if col.kind != "all-gather" or "more" in col.shape or len(shape) < 2 or "jd->ij" not in col.op_name:
-            continue  # only the loss's similarity einsum (q @ p.T over the global batch) counts
-        if shape[-1] in dims and int(np.prod(shape[:-1])) == global_batch:
-            elem = col.bytes // (global_batch * shape[-1])
-            out.append({"shape": col.shape, "bytes": col.bytes, "runs": col.runs, "op_name": col.op_name,
-                        "formula": f"{global_batch} x {shape[-1]} x {elem} = {global_batch * shape[-1] * elem}"})
+        loss_gather = col.kind == "all-gather" and "jd->ij" in col.op_name
+        if not (loss_gather or col.kind == "all-reduce"):
+            continue
+        for array in col.arrays or (col.shape,):
+            shape = [int(x) for x in re.findall(r"\d+", array.split("[", 1)[1].split("]")[0])]
+            if len(shape) >= 2 and shape[-1] in dims and int(np.prod(shape[:-1])) == global_batch:
+                elem = {"f32": 4, "bf16": 2, "f16": 2}.get(array.split("[")[0], 0)
+                out.append({"kind": col.kind, "shape": array, "bytes": global_batch * shape[-1] * elem,
+                            "runs": col.runs, "op_name": col.op_name,
+                            "formula": f"{global_batch} x {shape[-1]} x {elem} = {global_batch * shape[-1] * elem}"})
     return out
 
 
@@ -230,7 +235,7 @@ def compile_report(c, topology: str, hbm_gib: float | None = None) -> dict:
         "model_flops_per_step": useful, "collective_bytes_per_step_per_chip": by_kind,
         "collectives": [dataclasses.asdict(x) | {"bytes_per_step": x.bytes_per_step} for x in colls[:40]],
         "hlo_notes": notes,
-        "negatives_all_gather": _negatives_gathers(colls, b, set(loss_cfg.mrl_dims or model_cfg.mrl_dims)
+        "negatives_collectives": _negatives_collectives(colls, b, set(loss_cfg.mrl_dims or model_cfg.mrl_dims)
                                                    | {model_cfg.output_dim}),
         "activation_all_gathers": _activation_gathers(colls, {lq, lp}),
     }
@@ -283,8 +288,8 @@ def format_table(r: dict) -> str:
                                f" + loop trips); model FLOPs {r['model_flops_per_step']:.3e} for all chips")]
     for kind, nbytes in r["collective_bytes_per_step_per_chip"].items():
         rows.append((kind, f"{nbytes / 2**20:,.1f} MiB per step per chip"))
-    for g in r["negatives_all_gather"]:
-        rows.append(("negatives all-gather", f"{g['shape']} = {g['bytes']:,} bytes x {g['runs']} "
+    for g in r["negatives_collectives"]:
+        rows.append((f"negatives {g['kind']}", f"{g['shape']} = {g['bytes']:,} bytes x {g['runs']} "
                                              f"(global_batch x dim x bytes: {g['formula']})"))
     rows.append(("activation all-gathers", str(len(r["activation_all_gathers"]))))
     if "modelled" in r:

@@ -54,6 +54,7 @@ class Collective:
     group: int  # devices taking part
     runs: int  # executions per call of the program
     op_name: str  # the jax op it came from (metadata)
+    arrays: tuple[str, ...] = ()  # every array it moves (XLA combines several into one tuple)
 
     @property
     def bytes_per_step(self) -> int:
@@ -188,7 +189,7 @@ def collectives(comps, counts, num_devices: int) -> list[Collective]:
             shape = str(big) + (f" + {len(arrays) - 1} more" if len(arrays) > 1 else "")
             op_name = re.search(r'op_name="([^"]*)"', ins.attrs)
             out.append(Collective(kind, shape, sum(a.bytes for a in arrays), _group_size(ins.attrs, num_devices), counts[cname],
-                                  op_name.group(1)[:160] if op_name else ""))
+                                  op_name.group(1)[:160] if op_name else "", tuple(map(str, arrays))))
     return sorted(out, key=lambda c: -c.bytes_per_step)
 
 

@@ -47,7 +47,7 @@ def test_cpu8_command_writes_a_sane_report(tmp_path):
     assert 0.8 < r["matmul_flops_hlo_per_chip"] * 8 / r["model_flops_per_step"] < 1.25
     assert r["collective_bytes_per_step_per_chip"]["all-reduce"] > 0  # data-parallel gradients
     # The in-batch negatives: an all-gather of [16, d] float32 embeddings per MRL dim, no activations.
-    gathered = {g["shape"]: g["bytes"] for g in r["negatives_all_gather"]}
+    gathered = {g["shape"]: g["bytes"] for g in r["negatives_collectives"]}
     assert gathered == {"f32[16,32]": 16 * 32 * 4, "f32[16,16]": 16 * 16 * 4}
     assert r["activation_all_gathers"] == []
     assert r["embed_fn"]["flops_per_call_per_chip"] > 0
@@ -63,7 +63,7 @@ def test_tpu_v5e_topology_compiles_tiny_with_grad_cache():
     # Two chunks: the loops' matmuls count twice, on top of what cost analysis sees once.
     assert r["flops_per_step_per_chip"] > r["flops_cost_analysis_per_chip"]
     assert not r["hlo_notes"]
-    gathered = {g["formula"] for g in r["negatives_all_gather"]}
+    gathered = {g["formula"] for g in r["negatives_collectives"]}
     assert "16 x 32 x 4 = 2048" in gathered
     t = r["modelled"]
     assert t["peak_flops_per_chip"] == 197e12 and t["step_s"] == max(t["compute_s"], t["ici_s"]) > 0

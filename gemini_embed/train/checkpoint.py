@@ -117,6 +117,12 @@ def _registry(state_args: tuple, state_handler) -> ocp.handlers.DefaultCheckpoin
     return registry
 
 
+def _orbax_path(path) -> epath.Path:
+    """orbax's tensorstore reader and writer refuse relative paths: make local ones absolute
+    (keep gs://... and other URLs as given)."""
+    return epath.Path(str(path) if "://" in str(path) else os.path.abspath(path))
+
+
 def _unfinished(directory: epath.Path) -> list[str]:
     return sorted(p.name for p in directory.glob("*.orbax-checkpoint-tmp*")) if directory.exists() else []
 
@@ -129,9 +135,7 @@ class Checkpointer:
 
     def __init__(self, workdir, *, save_every: int = 1000, keep: int | None = 3, async_save: bool = True,
                  config: Any = None, quarantine_corrupt: bool = True):
-        # orbax's tensorstore writer refuses relative paths: make local ones absolute (keep gs://...).
-        workdir = str(workdir) if "://" in str(workdir) else os.path.abspath(workdir)
-        self.directory = epath.Path(workdir) / CHECKPOINTS_SUBDIR
+        self.directory = _orbax_path(workdir) / CHECKPOINTS_SUBDIR
         self.save_every = save_every
         self.config = to_json(config)
         self.quarantine_corrupt = quarantine_corrupt
@@ -255,7 +259,7 @@ class Checkpointer:
 # -- params-only export for serving ------------------------------------------------------------
 def export_params(params, directory, config: Any, *, overwrite: bool = False) -> epath.Path:
     """Writes `EXPORT/params` (orbax StandardSave) then `EXPORT/config.json` (the model config)."""
-    directory = epath.Path(directory)
+    directory = _orbax_path(directory)
     bad = non_finite_paths(params)
     if bad:
         raise NonFiniteStateError(f"params have non-finite values in {bad[:8]}; export not written")
@@ -295,7 +299,7 @@ def load_params(path) -> tuple[Any, dict]:
     Export: `EXPORT/params` and `EXPORT/config.json`. Workdir: the `params` field of the state of
     the newest step that restores (older steps are tried with a warning), and `meta["config"]`.
     """
-    path = epath.Path(path)
+    path = _orbax_path(path)
     if (path / EXPORT_CONFIG).exists() and (path / EXPORT_PARAMS).exists():
         item = path / EXPORT_PARAMS
         with ocp.PyTreeCheckpointer() as ckpt:

@@ -277,3 +277,9 @@ def test_relative_workdir_saves_and_restores(tmp_path, mesh, monkeypatch):
         step, restored, data, _ = ckpt.restore_latest(abstract(state))
     assert step == 1 and data == {"next_index": 1}
     assert_bit_identical(restored, state)
+    # ...and `evaluate --model runs/rel` / `Embedder.from_pretrained("runs/rel")` read it back from
+    # a relative path (this used to fail on every checkpoint, then on the export)
+    monkeypatch.chdir(tmp_path)
+    assert_bit_identical(load_params("runs/rel")[0], host(state.params))
+    export_params(state.params, "runs/export", {"v": 1})
+    assert_bit_identical(load_params("runs/export")[0], host(state.params))

@@ -73,18 +73,8 @@ def grad_cached_value_and_grad(embed_fn: Callable[[Any, Any], Any], loss_fn: Cal
     """
     chunks = jax.tree.map(lambda x: to_chunks(x, chunk_size, mesh), inputs)  # leaves [n, c, ...]
 
-    # Both loops tie the params to the loop's own input with an optimization barrier. Otherwise
-    # the params are loop-invariant and XLA hoists the FSDP all-gather of every layer out of the
-    # loop: all weights gathered at once, held for the whole loop (the whole model per chip).
-    def loop_params(x):
-        return jax.lax.optimization_barrier((params, x))
-
     # 1. Embeddings without a tape: lax.map keeps no residuals; stop_gradient makes it explicit.
-    def embed_chunk(c):
-        p, c = loop_params(c)
-        return embed_fn(jax.lax.stop_gradient(p), c)
-
-    emb_chunks = jax.lax.map(embed_chunk, chunks)
+    emb_chunks = jax.lax.map(lambda c: embed_fn(jax.lax.stop_gradient(params), c), chunks)
     embeddings = jax.tree.map(lambda e: from_chunks(e, mesh), emb_chunks)  # leaves [B, ...]
 
     # 2. The loss over the whole (global) batch, and its gradient w.r.t. embeddings and loss_args.
@@ -111,11 +101,10 @@ def grad_cached_value_and_grad(embed_fn: Callable[[Any, Any], Any], loss_fn: Cal
         return vjp(cotangent)[0]
 
     def body(acc, xs):
-        p, xs = loop_params(xs)
         chunk, cotangent = jax.tree.map(split, xs)
         # Rows within a data group are sharded over 'fsdp' (the vmapped group dim over 'data').
         with batch_sharded_activations(mesh, ("fsdp",)):
-            g = jax.vmap(chunk_grads, in_axes=(None, 0, 0), spmd_axis_name="data")(p, chunk, cotangent)
+            g = jax.vmap(chunk_grads, in_axes=(None, 0, 0), spmd_axis_name="data")(params, chunk, cotangent)
         return constrain(jax.tree.map(jnp.add, acc, g), stacked), None
 
     zeros = constrain(jax.tree.map(lambda p: jnp.zeros((n_data, *p.shape), p.dtype), params), stacked)

@@ -32,7 +32,8 @@ def pod_config(model: str, stage: str, *, lr: float, data: int = 1, fsdp: int = 
         raise ValueError(f"stage {stage!r}: expected one of {', '.join(STAGES)}")
     batch, default_chunk, negatives, steps, warmup = STAGES[stage]
     c = tiny.get_config()
-    c.model = ml_collections.ConfigDict({"name": model, "overrides": {"dtype": "bfloat16", "remat": True}})
+    c.model = ml_collections.ConfigDict({"name": model, "overrides": {"dtype": "bfloat16", "remat": True,
+                                                                "scan_layers": True}})
     c.data.query_len = 512
     c.data.positive_len = 512
     c.data.num_negatives = negatives

@@ -42,6 +42,12 @@ class Gemma3Config:
     attention: Attention = "bidirectional"
     dtype: str = "float32"  # compute dtype; params stay float32
     remat: bool = False  # recompute each layer's activations in the backward pass
+    # Run the layers as one lax.scan with params stacked under "layers" (leading dim = layer)
+    # instead of num_layers unrolled "layer_<i>" blocks. Pod-scale configs use it: one compiled
+    # layer instead of num_layers copies, and each layer's FSDP all-gathers and gradient
+    # all-reduces stay inside the loop body, so one layer's full-size weights and weight
+    # gradients are live per chip at a time, not the whole model's (docs/scaling.md).
+    scan_layers: bool = False
 
     def is_global(self, layer: int) -> bool:
         return (layer + 1) % self.global_every == 0
@@ -90,8 +96,9 @@ def _at_least_f32(dtype):
     return jnp.promote_types(dtype, jnp.float32)
 
 
-def rope(x, positions, base: float, scale: float):
-    """Rotary embedding, half-split layout (as the released checkpoints). x: [B, L, H, K]."""
+def rope(x, positions, base, scale):
+    """Rotary embedding, half-split layout (as the released checkpoints). x: [B, L, H, K].
+    base and scale may be traced scalars (scanned layers pick them per layer)."""
     half = x.shape[-1] // 2
     f = _at_least_f32(x.dtype)
     inv_freq = 1.0 / (base ** (jnp.arange(half, dtype=f) * 2.0 / x.shape[-1])) / scale  # [K/2]
@@ -101,30 +108,30 @@ def rope(x, positions, base: float, scale: float):
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
-def attention_mask(mask, config: Gemma3Config, is_global: bool):
+def attention_mask(mask, config: Gemma3Config, is_global):
     """Boolean [B, 1, L, L] mask of the keys each query may see.
 
     Bidirectional local layers see |i - j| <= window // 2 (as EmbeddingGemma); causal local
-    layers see the previous `window` positions including their own.
+    layers see the previous `window` positions including their own. is_global: a bool, or a
+    traced bool scalar under the layer scan.
     """
     length = mask.shape[1]
     i = jnp.arange(length)[:, None]
     j = jnp.arange(length)[None, :]
     allowed = jnp.ones((length, length), bool) if config.attention == "bidirectional" else j <= i
-    if not is_global:
-        if config.attention == "bidirectional":
-            allowed &= jnp.abs(i - j) <= config.sliding_window // 2
-        else:
-            allowed &= i - j < config.sliding_window
+    if config.attention == "bidirectional":
+        local = jnp.abs(i - j) <= config.sliding_window // 2
+    else:
+        local = i - j < config.sliding_window
+    allowed &= local | is_global
     return allowed[None, None] & mask[:, None, None, :]
 
 
 class Attention(nn.Module):
     config: Gemma3Config
-    is_global: bool
 
     @nn.compact
-    def __call__(self, x, mask, positions):
+    def __call__(self, x, mask, positions, is_global):
         c = self.config
         dt = c.compute_dtype
         init = nn.initializers.normal(stddev=c.d_model ** -0.5)
@@ -138,8 +145,8 @@ class Attention(nn.Module):
         v = proj("v", c.num_kv_heads, ("embed", "kv_heads", "head_dim"))  # [B, L, G, K]
         q = RMSNorm(c.norm_eps, "head_dim_norm", name="q_norm")(q)
         k = RMSNorm(c.norm_eps, "head_dim_norm", name="k_norm")(k)
-        base = c.rope_global_base if self.is_global else c.rope_local_base
-        scale = c.rope_global_scale if self.is_global else 1.0
+        base = jnp.where(is_global, c.rope_global_base, c.rope_local_base)
+        scale = jnp.where(is_global, c.rope_global_scale, 1.0)
         q, k = rope(q, positions, base, scale), rope(k, positions, base, scale)
 
         groups = c.num_heads // c.num_kv_heads
@@ -147,7 +154,7 @@ class Attention(nn.Module):
         f = _at_least_f32(dt)
         logits = jnp.einsum("bqgnk,bsgk->bgnqs", q, k, preferred_element_type=f)
         logits = logits * c.query_pre_attn_scalar ** -0.5
-        allowed = attention_mask(mask, c, self.is_global)[:, :, None]  # [B, 1, 1, L, L]
+        allowed = attention_mask(mask, c, is_global)[:, :, None]  # [B, 1, 1, L, L]
         logits = jnp.where(allowed, logits, jnp.finfo(f).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(dt)
         out = jnp.einsum("bgnqs,bsgk->bqgnk", probs, v).reshape(*x.shape[:2], c.num_heads, c.head_dim)
@@ -173,16 +180,16 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
+    """One transformer layer: (x, mask, positions, is_global) -> (x, None), the signature of a scan body."""
     config: Gemma3Config
-    is_global: bool
 
     @nn.compact
-    def __call__(self, x, mask, positions):
+    def __call__(self, x, mask, positions, is_global):
         c = self.config
-        h = Attention(c, self.is_global, name="attn")(RMSNorm(c.norm_eps, name="pre_attn_norm")(x), mask, positions)
+        h = Attention(c, name="attn")(RMSNorm(c.norm_eps, name="pre_attn_norm")(x), mask, positions, is_global)
         x = x + RMSNorm(c.norm_eps, name="post_attn_norm")(h)
         h = MLP(c, name="mlp")(RMSNorm(c.norm_eps, name="pre_mlp_norm")(x))
-        return constrain_batch(x + RMSNorm(c.norm_eps, name="post_mlp_norm")(h))  # no-op outside a train step
+        return constrain_batch(x + RMSNorm(c.norm_eps, name="post_mlp_norm")(h)), None  # no-op outside a train step
 
 
 class Gemma3(nn.Module):
@@ -194,8 +201,13 @@ class Gemma3(nn.Module):
         self.embedder = nn.Embed(
             c.vocab_size, c.d_model, dtype=c.compute_dtype, name="embedder",
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(stddev=1.0), ("vocab", "embed")))
-        block = nn.remat(Block, static_argnums=()) if c.remat else Block
-        self.blocks = [block(c, c.is_global(i), name=f"layer_{i}") for i in range(c.num_layers)]
+        block = nn.remat(Block, prevent_cse=not c.scan_layers) if c.remat else Block
+        if c.scan_layers:
+            self.layers = nn.scan(block, variable_axes={"params": 0}, split_rngs={"params": True},
+                                  in_axes=(nn.broadcast, nn.broadcast, 0), length=c.num_layers,
+                                  metadata_params={nn.PARTITION_NAME: "layers"})(c, name="layers")
+        else:
+            self.blocks = [block(c, name=f"layer_{i}") for i in range(c.num_layers)]
         self.final_norm = RMSNorm(c.norm_eps)
 
     def __call__(self, tokens, mask):
@@ -203,8 +215,12 @@ class Gemma3(nn.Module):
         x = constrain_batch(self.embedder(tokens) * jnp.asarray(c.d_model ** 0.5, c.compute_dtype))  # [B, L, D]
         # Right padding: positions are simply 0..L-1 for every row.
         positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
-        for block in self.blocks:
-            x = block(x, mask, positions)
+        is_global = [c.is_global(i) for i in range(c.num_layers)]
+        if c.scan_layers:
+            x, _ = self.layers(x, mask, positions, jnp.asarray(is_global))
+        else:
+            for block, g in zip(self.blocks, is_global):
+                x, _ = block(x, mask, positions, g)
         return self.final_norm(x)
 
     def logits(self, hidden):

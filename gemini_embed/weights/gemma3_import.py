@@ -9,6 +9,7 @@ import dataclasses
 import json
 import pathlib
 
+import jax
 import numpy as np
 
 from gemini_embed.model.gemma3 import GEMMA3_PRESETS, Gemma3Config
@@ -59,6 +60,9 @@ def build_params(get, c: Gemma3Config, source: str) -> dict:
                     "down": {"kernel": g("down", (D, F)).T}},
             **{n: {"scale": g(n, (D,))} for n in ("pre_attn_norm", "post_attn_norm", "pre_mlp_norm", "post_mlp_norm")},
         }
+    if c.scan_layers:  # the layer scan's layout: one tree under "layers", leading dim = layer
+        layers = [params.pop(f"layer_{i}") for i in range(c.num_layers)]
+        params["layers"] = jax.tree.map(lambda *xs: np.stack(xs), *layers)
     return {"params": params}
 
 

@@ -127,7 +127,7 @@ def model_flops_per_step(model_cfg, sequences: int, seq_len: int) -> float:
     per_token = per_sequence = 0
     for path, x in jax.tree_util.tree_leaves_with_path(abstract):
         name = jax.tree_util.keystr(path)
-        if x.ndim >= 2 and "embed" not in name:  # token embeddings are a lookup, not a matmul
+        if "kernel" in name:  # dense weights (stacked ones too); embeddings are a lookup, norms no matmul
             n = int(np.prod(x.shape))
             per_sequence, per_token = (per_sequence + n, per_token) if "projection" in name else (per_sequence,
                                                                                                     per_token + n)

@@ -169,7 +169,10 @@ def _group_size(attrs: str, num_devices: int) -> int:
 
 
 def collectives(comps, counts, num_devices: int) -> list[Collective]:
-    out = []
+    """Every collective of the program, once. TPU's async collective fusion splits one collective
+    into steps spread over several fusions, each holding a clone of the op with the same
+    channel_id: a channel is one collective, counted once."""
+    out, channels = [], set()
     for cname, instrs in comps.items():
         if cname == "__entry__" or not counts.get(cname):
             continue
@@ -177,6 +180,11 @@ def collectives(comps, counts, num_devices: int) -> list[Collective]:
             kind = ins.op.removesuffix("-start")
             if kind not in COLLECTIVES:
                 continue
+            channel = re.search(r"\bchannel_id=(\d+)", ins.attrs)
+            if channel:
+                if channel.group(1) in channels:
+                    continue
+                channels.add(channel.group(1))
             # Bytes moved per device: an all-gather's output, a reduce-scatter's input, an
             # all-reduce's operands (XLA combines many into one tuple: their sum). `-start` ops
             # return (input, output) tuples: take the larger.

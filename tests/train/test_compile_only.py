@@ -94,6 +94,34 @@ def test_loop_bodies_count_trip_count_times():
     assert hlo_costs.loop_extra_flops(comps) == 4 * 2 * 8 * 64 * 64
 
 
+# The shape of TPU's async collective fusion (from the 27B pod HLO, trimmed): one all-gather split
+# into steps, each fusion holding a clone with the same channel_id. It moves the array once.
+_STEPPED_GATHER = """\
+%step.1 (p0: bf16[1,21,64]) -> bf16[1,5376,64] {
+  %p0 = bf16[1,21,64]{2,1,0} parameter(0)
+  ROOT %all-gather.7 = bf16[1,5376,64]{2,1,0} all-gather(%p0), channel_id=196, replica_groups=[1,256]<=[256], dimensions={1}
+}
+
+%step.2 (p0: bf16[1,21,64]) -> bf16[1,5376,64] {
+  %p0 = bf16[1,21,64]{2,1,0} parameter(0)
+  ROOT %all-gather.8 = bf16[1,5376,64]{2,1,0} all-gather(%p0), channel_id=196, replica_groups=[1,256]<=[256], dimensions={1}
+}
+
+ENTRY %main (x: bf16[1,21,64]) -> bf16[1,5376,64] {
+  %x = bf16[1,21,64]{2,1,0} parameter(0)
+  %f1 = bf16[1,5376,64]{2,1,0} fusion(%x), kind=kCustom, calls=%step.1
+  ROOT %f2 = bf16[1,5376,64]{2,1,0} fusion(%x), kind=kCustom, calls=%step.2
+}
+"""
+
+
+def test_a_collective_split_into_steps_counts_once():
+    comps = hlo_costs.parse(_STEPPED_GATHER)
+    counts, _ = hlo_costs.run_counts(comps)
+    colls = hlo_costs.collectives(comps, counts, 256)
+    assert [(c.kind, c.bytes, c.runs) for c in colls] == [("all-gather", 5376 * 64 * 2, 1)]
+
+
 def _dry(script, *args):
     p = subprocess.run(["bash", str(ROOT / "launch" / script), "--dry_run", *args], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)

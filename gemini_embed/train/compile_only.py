@@ -158,11 +158,13 @@ def _negatives_collectives(colls, global_batch: int, dims) -> list[dict]:
 
 def _activation_gathers(colls, seq_lens) -> list[dict]:
     """All-gathers of per-token activations (arrays with a sequence-length dim; no Gemma 3 weight
-    has a dim of 512): with batch-sharded activations there should be none."""
+    has a dim of 512; integer token ids are left out): with batch-sharded activations there
+    should be none."""
     out = []
     for col in colls:
         dims = [int(d) for d in re.findall(r"\d+", col.shape.split("[", 1)[1].split("]")[0])]
-        if col.kind == "all-gather" and len(dims) >= 3 and any(s in dims for s in seq_lens):
+        floating = col.shape.split("[", 1)[0] in ("f32", "bf16", "f16", "f64")  # token ids are not activations
+        if col.kind == "all-gather" and floating and len(dims) >= 3 and any(s in dims for s in seq_lens):
             out.append({"shape": col.shape, "bytes": col.bytes, "runs": col.runs, "op_name": col.op_name})
     return out
 

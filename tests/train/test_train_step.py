@@ -319,3 +319,35 @@ def test_bad_batch_is_a_message():
     with pytest.raises(ValueError, match="chunk size"):
         make_train_step(MODEL, make_optimizer(OPTIM), LOSS, mesh, shardings, grad_cache_chunk_size=5).lower(
             state, BATCHES[0])
+
+
+def test_scanned_layers_on_a_mesh_equal_unrolled_single_device():
+    """The pod configs' layout: layers scanned over stacked params, remat, FSDP x tensor on 8
+    devices with the gradient cache, vs the unrolled model on one device, for 3 steps."""
+    enc = dataclasses.replace(ENCODER, num_layers=2, global_every=2, remat=True)
+    unrolled, scanned = (EmbeddingModel(EmbeddingModelConfig(e, projection=(32,), mrl_dims=(16, 32)))
+                         for e in (enc, dataclasses.replace(enc, scan_layers=True)))
+    tokens = jnp.zeros((1, 8), jnp.int32)
+    params = jax.device_get(nn.meta.unbox(unrolled.init(jax.random.key(0), tokens, tokens > -1)))
+    encoder = dict(params["params"]["encoder"])
+    layers = [encoder.pop(f"layer_{i}") for i in range(2)]
+    stacked = {"params": {**params["params"], "encoder": {**encoder, "layers": jax.tree.map(
+        lambda *xs: np.stack(xs), *layers)}}}
+
+    def train(model, params, mesh_shape, chunk):
+        mesh = mesh_of(mesh_shape)
+        shardings = train_state_shardings(model, OPTIM, LOSS, mesh)
+        step = make_train_step(model, make_optimizer(OPTIM), LOSS, mesh, shardings, grad_cache_chunk_size=chunk)
+        state = jax.device_put(init_train_state(model, OPTIM, LOSS, jax.random.key(1), params=params), shardings)
+        history = []
+        for batch in BATCHES[:3]:
+            state, metrics = step(state, jax.device_put(batch, sharding.batch_sharding(mesh, 1)))
+            history.append(float(metrics["loss"]))
+        return history, jax.device_get(state.params["model"]["params"]["encoder"])
+
+    want_losses, want = train(unrolled, params, SINGLE, 0)
+    got_losses, got = train(scanned, stacked, (1, 4, 2), 16)
+    np.testing.assert_allclose(got_losses, want_losses, rtol=0, atol=1e-5)
+    want = dict(want)
+    want["layers"] = jax.tree.map(lambda *xs: np.stack(xs), *[want.pop(f"layer_{i}") for i in range(2)])
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=0, atol=1e-5), got, want)

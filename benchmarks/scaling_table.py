@@ -119,6 +119,9 @@ def render(reports: list[dict]) -> str:
         "- the weight gradients travel as all-reduces, not reduce-scatters: at these per-chip batch sizes XLA's",
         "  TPU partitioner picks all-reduce + slice for the weight-gradient matmuls (seen on small proxies too).",
         "  The ICI column counts them at their all-reduce cost (2x a reduce-scatter's).",
+        "- on v5p XLA writes each FSDP weight all-gather as an all-reduce of a zero-padded buffer",
+        "  (`all-reduce(dynamic-update-slice(...))` in the HLO): there the all-gather column is 0 and the",
+        "  all-reduce column carries both (27B: 794 GiB per step either way), charged at all-reduce cost.",
         "- modelled step = max(compute, ICI), i.e. perfect overlap: compute = FLOPs per chip / peak bf16 FLOP/s;",
         "  ICI = sum over collectives of bytes x (n-1)/n (x2 for all-reduce) / per-chip ICI bandwidth, one direction.",
         "- expected MFU = model FLOPs (6 x matmul params x tokens + attention, no remat or grad-cache recompute)",
@@ -147,16 +150,21 @@ def render(reports: list[dict]) -> str:
         "all-reduce tuple (XLA's lowering of the chunk re-layout: each chip contributes its rows, zeros",
         "elsewhere). Either way the size is global_batch x dim x bytes:",
         "",
-        "| config | slice | collective | array (HLO shape) | bytes per chip | global_batch x dim x bytes | runs per step |",
+        "| config | slice | collective | array (HLO shape) | bytes per chip | global_batch x dim x bytes | per step |",
         "|---|---|---|---|---|---|---|",
     ]
     for r in reports:
+        seen: dict[tuple, list] = {}  # the forward gather and the backward reduce of one prefix share a row
         for g in r.get("negatives_collectives", []):
-            lines.append(f"| {r['config']} | {r['topology']} | {g.get('kind', 'all-gather')} | `{g['shape']}` "
-                         f"| {g['bytes']:,} | {g['formula']} | {g['runs']} |")
+            seen.setdefault((g.get("kind", "all-gather"), g["shape"], g["bytes"], g["formula"]), []).append(g["runs"])
+        for (kind, shape, nbytes, formula), runs in seen.items():
+            lines.append(f"| {r['config']} | {r['topology']} | {kind} | `{shape}` | {nbytes:,} | {formula} "
+                         f"| {sum(runs)} |")
     lines += ["", "All-gathers of per-token activations ([..., 512, d_model] arrays) in the same programs: "
               + ", ".join(f"{r['config']}@{r['topology']}: {len(r.get('activation_all_gathers', []))}"
-                          for r in reports if "error" not in r and "missing" not in r) + ".", ""]
+                          for r in reports if "error" not in r and "missing" not in r)
+              + ". Where there is one, it is the token-embedding lookup's output for the chunk (270M:",
+              "`bf16[2,2048,512,5]`, 20 MiB, twice per step), which XLA gathers from the d_model-sharded table.", ""]
     return "\n".join(lines)
 
 

@@ -20,7 +20,6 @@ BATCH_AXES = ("data", "fsdp")
 
 # logical name -> mesh axis (None = replicated). One table for every model family.
 LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
-    ("layers", None),  # the stacked dim of scanned layer groups
     ("layers", None),  # the stacked dim of scanned layers
     ("vocab", "tensor"),
     ("embed", "fsdp"),

@@ -17,6 +17,7 @@ from typing import Literal
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from gemini_embed.sharding import constrain_batch
 
@@ -190,6 +191,15 @@ class Block(nn.Module):
         x = x + RMSNorm(c.norm_eps, name="post_attn_norm")(h)
         h = MLP(c, name="mlp")(RMSNorm(c.norm_eps, name="pre_mlp_norm")(x))
         return constrain_batch(x + RMSNorm(c.norm_eps, name="post_mlp_norm")(h)), None  # no-op outside a train step
+
+
+def stack_layers(params: dict, num_layers: int) -> dict:
+    """A Gemma3 param dict with unrolled "layer_<i>" entries -> the layer scan's layout: the same
+    dict with one "layers" entry whose leaves are stacked along a new leading (layer) dim. On the
+    host (numpy): the importer builds full-size checkpoints this way before anything is sharded."""
+    params = dict(params)
+    layers = [params.pop(f"layer_{i}") for i in range(num_layers)]
+    return {**params, "layers": jax.tree.map(lambda *xs: np.stack(xs), *layers)}
 
 
 class Gemma3(nn.Module):

@@ -9,10 +9,9 @@ import dataclasses
 import json
 import pathlib
 
-import jax
 import numpy as np
 
-from gemini_embed.model.gemma3 import GEMMA3_PRESETS, Gemma3Config
+from gemini_embed.model.gemma3 import GEMMA3_PRESETS, Gemma3Config, stack_layers
 from gemini_embed.weights.gguf_file import read_gguf
 from gemini_embed.weights.validate import WeightImportError, require
 
@@ -61,8 +60,7 @@ def build_params(get, c: Gemma3Config, source: str) -> dict:
             **{n: {"scale": g(n, (D,))} for n in ("pre_attn_norm", "post_attn_norm", "pre_mlp_norm", "post_mlp_norm")},
         }
     if c.scan_layers:  # the layer scan's layout: one tree under "layers", leading dim = layer
-        layers = [params.pop(f"layer_{i}") for i in range(c.num_layers)]
-        params["layers"] = jax.tree.map(lambda *xs: np.stack(xs), *layers)
+        params = stack_layers(params, c.num_layers)
     return {"params": params}
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from gemini_embed.model.embedding_model import mean_pool
-from gemini_embed.model.gemma3 import GEMMA3_PRESETS, Gemma3
+from gemini_embed.model.gemma3 import GEMMA3_PRESETS, Gemma3, stack_layers
 from gemini_embed.weights.gemma3_import import load_gemma3_gguf, load_gemma3_hf
 from gemini_embed.weights.packaged import gemma3_270m_gguf
 from gemini_embed.weights.validate import WeightImportError
@@ -200,10 +200,8 @@ def test_scanned_layers_gradients_match_unrolled(tiny_hf):
         v, g = jax.value_and_grad(loss(Gemma3(cfg)))(params)
         sv, sg = jax.value_and_grad(loss(Gemma3(scfg)))(sparams)
     np.testing.assert_allclose(sv, v, rtol=1e-12)
-    g = dict(g["params"])
-    stacked = jax.tree.map(lambda *xs: np.stack(xs), *[g.pop(f"layer_{i}") for i in range(cfg.num_layers)])
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12),
-                 {**g, "layers": stacked}, dict(sg["params"]))
+    stacked = stack_layers(g["params"], cfg.num_layers)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12), stacked, dict(sg["params"]))
 
 
 # Published parameter counts of the Gemma 3 text models (embeddings included).

@@ -21,7 +21,7 @@ import pytest
 from gemini_embed import losses, sharding
 from gemini_embed.model.bert import BertConfig
 from gemini_embed.model.embedding_model import EmbeddingModel, EmbeddingModelConfig
-from gemini_embed.model.gemma3 import GEMMA3_PRESETS
+from gemini_embed.model.gemma3 import GEMMA3_PRESETS, stack_layers
 from gemini_embed.train.step import make_loss_fn
 from gemini_embed.train import (LossConfig, OptimConfig, abstract_train_state, init_train_state, make_optimizer,
                                 make_schedule, make_train_step, train_state_shardings, weight_decay_mask,
@@ -329,10 +329,7 @@ def test_scanned_layers_on_a_mesh_equal_unrolled_single_device():
                          for e in (enc, dataclasses.replace(enc, scan_layers=True)))
     tokens = jnp.zeros((1, 8), jnp.int32)
     params = jax.device_get(nn.meta.unbox(unrolled.init(jax.random.key(0), tokens, tokens > -1)))
-    encoder = dict(params["params"]["encoder"])
-    layers = [encoder.pop(f"layer_{i}") for i in range(2)]
-    stacked = {"params": {**params["params"], "encoder": {**encoder, "layers": jax.tree.map(
-        lambda *xs: np.stack(xs), *layers)}}}
+    stacked = {"params": {**params["params"], "encoder": stack_layers(params["params"]["encoder"], 2)}}
 
     def train(model, params, mesh_shape, chunk):
         mesh = mesh_of(mesh_shape)
@@ -348,6 +345,4 @@ def test_scanned_layers_on_a_mesh_equal_unrolled_single_device():
     want_losses, want = train(unrolled, params, SINGLE, 0)
     got_losses, got = train(scanned, stacked, (1, 4, 2), 16)
     np.testing.assert_allclose(got_losses, want_losses, rtol=0, atol=1e-5)
-    want = dict(want)
-    want["layers"] = jax.tree.map(lambda *xs: np.stack(xs), *[want.pop(f"layer_{i}") for i in range(2)])
-    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=0, atol=1e-5), got, want)
+    jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=0, atol=1e-5), got, stack_layers(want, 2))

@@ -158,12 +158,60 @@ def registry(root=None) -> dict[str, DatasetSpec]:
         "twentynewsgroups", {s: functools.partial(src.classification, p) for s, p in news.items()},
         tuple(news.values()), "classification", DOCUMENT_TASK, "20 Newsgroups subject -> newsgroup name"))
 
+    # Training-only sets (no evaluation split; see the data README).
+    squad = r / "squad_v1.1_train" / "squad_v1.1_train.jsonl.gz"
+    specs.append(DatasetSpec("squad", {"train": functools.partial(src.squad, squad)}, (squad,), "question answering",
+                             DOCUMENT_TASK, "SQuAD v1.1 train questions -> Wikipedia paragraphs"))
+    specs.append(DatasetSpec("squad-titles", {"train": functools.partial(src.squad, squad, query="title")}, (squad,),
+                             "search result", DOCUMENT_TASK,
+                             "SQuAD v1.1 train article titles -> their paragraphs (pre-finetuning pairs)", ("title",)))
+    tw = r / "twitter_url_paraphrase"
+    specs.append(DatasetSpec("twitter-url", {"train": functools.partial(src.twitter_paraphrase, tw)},
+                             tuple(tw / f"train.{n}" for n in ("a.toks", "b.toks", "sim.txt")), "sentence similarity",
+                             "sentence similarity", "Twitter URL paraphrases (label 1), a non-paraphrase of the same "
+                             "headline as hard negative"))
+    code = r / "code_docstring_python" / "python_docstring_code_pairs.jsonl.gz"
+    specs.append(DatasetSpec("code-docstring", {"train": functools.partial(src.docstring_code, code)}, (code,),
+                             "code retrieval", DOCUMENT_TASK, "Python docstring summaries -> their functions"))
+
     tatoeba = sorted((r / "tatoeba").glob(f"tatoeba.*{TATOEBA_SUFFIX}"))
     specs.append(DatasetSpec(
         "tatoeba", {"test": functools.partial(_tatoeba, tatoeba)},
         tuple(tatoeba) + tuple(_tatoeba_source(p) for p in tatoeba), "sentence similarity", "sentence similarity",
         "Tatoeba sentences (112 languages) -> English translations"))
     return {s.name: s for s in specs}
+
+
+# Registered training splits that share exact texts (whitespace- and case-normalised) with an
+# evaluation task's test data, by task family, and why; tests/data/test_eval_overlap.py measures
+# every registered split and fails on an overlap not listed here (or listed but gone). Training on
+# a listed source makes those tasks' scores seen: the recipe's unseen-STS run uses none of them.
+EVAL_OVERLAP: dict[str, dict[str, str]] = {
+    "scifact-train": {"SciFact": "the BEIR corpus is shared by the train and test queries"},
+    **{f"stsb-{s}": {**{f"STS1{y}": "STS Benchmark pairs are drawn from STS 2012-2016" for y in "23456"},
+                     "STSBenchmark": "repeated sentences (MSRvid, images) across the benchmark's splits",
+                     "MRPC": "STS Benchmark's MSRpar pairs come from the MSR paraphrase corpus"}
+       for s in ("train", "validation")},
+    "mrpc-train": {"STS12": "STS 2012's MSRpar pairs come from the MSR paraphrase corpus",
+                   "STSBenchmark": "STS Benchmark's MSRpar pairs come from the MSR paraphrase corpus",
+                   "MRPC": "repeated sentences across the corpus's train and test splits"},
+    **{f"snli{t}-validation": {"SNLIReranking": "premises repeated across SNLI's splits",
+                               "STS15": "a few short captions", "STS17": "a few short captions"}
+       for t in ("", "-triplets")},
+    "banking77-train": {"Banking77Classification": "repeated utterances across the splits",
+                        "Tatoeba": "two short phrases"},
+    **{f"amazon-counterfactual-{sub}-{s}": {"AmazonCounterfactualClassification": "EN-ext contains EN; "
+                                            "repeated sentences across the splits"}
+       for sub in ("en", "en-ext", "de", "ja") for s in ("train", "validation")},
+    "twentynewsgroups-train": {"TwentyNewsgroupsClustering": "repeated subject lines (Re: ...) across splits",
+                               "TwentyNewsgroupsClustering.v2": "repeated subject lines (Re: ...) across splits"},
+    "squad-train": {"Tatoeba": "three short questions"},
+    "squad-titles-train": {"TwentyNewsgroupsClustering": "article titles equal to one-word subject lines",
+                           "TwentyNewsgroupsClustering.v2": "article titles equal to one-word subject lines"},
+}
+del EVAL_OVERLAP["amazon-counterfactual-de-validation"]  # measured: none
+EVAL_OVERLAP["stsb-validation"] |= {"STS17": "STS 2017's en-en track reuses STS Benchmark dev/test pairs",
+                                    "SNLIReranking": "one SNLI caption (STS Benchmark's track5 is SNLI)"}
 
 
 _COUNTERFACTUAL = {"1": "counterfactual statement", "0": "not a counterfactual statement"}

@@ -57,6 +57,10 @@ def open_sources(names: Sequence[str], *, root=None, data_dir=None, on_error: st
                              f"data.allow_test_split=True to train on it anyway.")
         if split != "train":
             log.warning("training source %s is the %s split, not train", name, split)
+        shared = builders.EVAL_OVERLAP.get(f"{spec.name}-{split}")
+        if shared:
+            log.warning("training source %s shares texts with the test data of %s: their scores are not unseen",
+                        name, ", ".join(sorted(shared)))
         report = builders.prepare(spec, data_dir, on_error=on_error, verbose=verbose)
         if not report["splits"][split].get("examples"):
             raise ValueError(f"training source {name!r} has no examples (see {report['path']})")

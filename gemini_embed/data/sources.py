@@ -356,3 +356,63 @@ def _negatives(value, path, line, problems) -> list[tuple[str, str]] | None:
             return None
         out.append((text.strip(), title.strip()))
     return out
+
+
+# ----------------------------------------------------------------------------- training-only sets
+def squad(path, problems: Problems, *, query: str = "question") -> Iterator[dict]:
+    """SQuAD JSONL (title, context, question): question -> paragraph (`query="question"`; the
+    article title is the document's title), or article title -> paragraph (`query="title"`, a
+    pre-finetuning pair: the document then carries no title, which would give the answer away).
+    With `query="title"` each paragraph is one example, however many questions it has."""
+    path = pathlib.Path(path)
+    seen: set[str] = set()
+    for line, obj in read_jsonl(path, problems):
+        field = functools.partial(text_field, obj, path=path, line=line, problems=problems)
+        title, context = field("title"), field("context")
+        if title is None or context is None:
+            continue
+        title = title.replace("_", " ")
+        if query == "title":
+            if context not in seen:
+                seen.add(context)
+                yield example(title, context, _origin(path, line))
+            continue
+        question = field("question")
+        if question is not None:
+            yield example(question, context, _origin(path, line), title=title)
+
+
+def twitter_paraphrase(folder, problems: Problems) -> Iterator[dict]:
+    """Twitter URL paraphrase corpus (line-aligned train.a.toks, train.b.toks, train.sim.txt):
+    label-1 rows are pairs; a label-0 row with the same first sentence is the hard negative (the
+    k-th positive of a sentence gets its k-th non-paraphrase, cyclically)."""
+    folder = pathlib.Path(folder)
+    paths = [folder / f"train.{n}" for n in ("a.toks", "b.toks", "sim.txt")]
+    rows = zip(*(read_lines(p, problems) for p in paths))
+    pos: list[tuple[int, str, str]] = []
+    neg: dict[str, list[str]] = collections.defaultdict(list)
+    for (line, a), (_, b), (_, label) in rows:
+        if _BAD_LINE in (a, b, label):
+            continue
+        a, b, label = a.strip(), b.strip(), label.strip()
+        if not a or not b or label not in ("0", "1"):
+            problems.report(paths[2] if label not in ("0", "1") else paths[0], line, "bad_value",
+                            f"expected two texts and a 0/1 label, got label {label!r}")
+            continue
+        (pos.append((line, a, b)) if label == "1" else neg[a].append(b))
+    used: collections.Counter[str] = collections.Counter()
+    for line, a, b in pos:
+        n = neg.get(a, [])
+        negatives = [n[used[a] % len(n)]] if n else []
+        used[a] += 1
+        yield example(a, b, _origin(paths[0], line), negatives=negatives)
+
+
+def docstring_code(path, problems: Problems) -> Iterator[dict]:
+    """Docstring summary -> Python function (JSONL with docstring_summary, code)."""
+    path = pathlib.Path(path)
+    for line, obj in read_jsonl(path, problems):
+        q = text_field(obj, "docstring_summary", path, line, problems)
+        code = text_field(obj, "code", path, line, problems)
+        if q is not None and code is not None:
+            yield example(q, code, _origin(path, line))

@@ -14,7 +14,7 @@ import quickstart  # noqa: E402
 
 def get_config() -> ml_collections.ConfigDict:
     c = quickstart.get_config()
-    c.model = ml_collections.ConfigDict({"name": "gemma3-270m", "overrides": {}})
+    c.model = ml_collections.ConfigDict({"name": "gemma3-270m", "overrides": {}, "init_from": ""})
     c.data.sources = "scifact-train,stsb-train,mrpc-train,banking77-train"
     c.data.query_len = 48
     c.data.positive_len = 128

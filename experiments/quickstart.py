@@ -18,7 +18,7 @@ import tiny  # noqa: E402
 
 def get_config() -> ml_collections.ConfigDict:
     c = tiny.get_config()
-    c.model = ml_collections.ConfigDict({"name": "all-minilm-l6-v2", "overrides": {}})
+    c.model = ml_collections.ConfigDict({"name": "all-minilm-l6-v2", "overrides": {}, "init_from": ""})
     c.data.sources = "scifact-train,stsb-train,mrpc-train"
     c.data.query_len = 48
     c.data.positive_len = 128

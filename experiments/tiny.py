@@ -10,7 +10,7 @@ from ml_collections.config_dict import placeholder
 
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.model = ml_collections.ConfigDict({"name": "gemma3-tiny", "overrides": {}})
+    c.model = ml_collections.ConfigDict({"name": "gemma3-tiny", "overrides": {}, "init_from": ""})
     # Data keys: docs/data.md. rates: comma list (uniform if unset); seed: train.seed if unset; root: the
     # raw data (default $GEMINI_EMBED_DATA or ../shared/data); dir: prepared tfds data (default
     # $GEMINI_EMBED_TFDS or ~/.cache/gemini_embed/tfds).

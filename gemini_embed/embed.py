@@ -55,8 +55,9 @@ class Embedder:
     """
 
     def __init__(self, config: EmbeddingModelConfig, params: Any, tokenizer, *, max_length: int,
-                 uses_prompts: bool, name: str = "model", mesh=None):
+                 uses_prompts: bool, name: str = "model", mesh=None, provenance: dict | None = None):
         self.config = config
+        self.provenance = provenance  # where a trained model came from (train/provenance.py), else None
         self.tokenizer = tokenizer
         self.max_length = int(max_length)
         self.uses_prompts = uses_prompts

@@ -85,6 +85,10 @@ def main(argv=None) -> dict:
     start = time.perf_counter()
     model = ge.Embedder.from_pretrained(args.model, **overrides)
     load_s = time.perf_counter() - start
+    if model.provenance:
+        from gemini_embed.train.provenance import summary
+
+        print(f"{args.model}:\n  " + summary(model.provenance).replace("\n", "\n  "), flush=True)
 
     def encode(texts, task=None, titles=None):
         return model.embed(texts, task=task, titles=titles, batch_size=args.batch_size)
@@ -94,7 +98,7 @@ def main(argv=None) -> dict:
                               dims=dims if dims is None or len(dims) > 1 else dims[0], cache=cache)
     out = pathlib.Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"model": args.model, "uses_prompts": model.uses_prompts, "load_seconds": round(load_s, 2),
+    report = {"model": args.model, "provenance": model.provenance, "uses_prompts": model.uses_prompts, "load_seconds": round(load_s, 2),
               "seconds": round(time.perf_counter() - start, 2), "compilations": model.num_compilations,
               "cache": None if cache is None else {"dir": str(cache.dir), "hits": cache.hits, "misses": cache.misses},
               "tasks": {k: {f: r[f] for f in ("main_score", "metric", "scores", "num_samples", "seconds", "type",

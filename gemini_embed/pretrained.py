@@ -117,6 +117,7 @@ class Pretrained:
     tokenizer_source: str  # registered name or path the tokenizer is rebuilt from
     max_length: int
     uses_prompts: bool
+    provenance: dict | None = None  # a workdir's or export's provenance.json (train/provenance.py)
 
     def spec(self) -> dict:
         """JSON-able description of the model (stored with checkpoints and exports)."""
@@ -172,7 +173,9 @@ def resolve(name_or_path: str, *, projection: Any = "default", mrl_dims: Any = N
         params, meta_config = load_params(path)  # a training workdir or an export
         spec = meta_config["model"]
         params = params.get("model", params)  # a train state's params hold the model's under "model"
-        return from_spec(spec, params, max_length)
+        from gemini_embed.train import provenance
+
+        return dataclasses.replace(from_spec(spec, params, max_length), provenance=provenance.read(path))
     if key in REGISTRY:
         loaded = REGISTRY[key](**encoder_overrides)
         source = loaded.tokenizer_source or key
@@ -235,4 +238,5 @@ def architecture(name: str, *, projection: Any = "default", mrl_dims: Any = None
 def load(name_or_path: str, **overrides) -> Embedder:
     """Embedder for a registered name, a local path, a training workdir or an export."""
     p = resolve(name_or_path, **overrides)
-    return Embedder(p.config, p.params, p.tokenizer, max_length=p.max_length, uses_prompts=p.uses_prompts, name=p.name)
+    return Embedder(p.config, p.params, p.tokenizer, max_length=p.max_length, uses_prompts=p.uses_prompts, name=p.name,
+                    provenance=p.provenance)

@@ -166,6 +166,15 @@ def load_banking77(root: pathlib.Path) -> ClassificationData:
                               *_read_text_label(folder / "test.csv", "text", "category"))
 
 
+def load_banking77_dev(root: pathlib.Path, held_out: float = 0.2, seed: int = 0) -> ClassificationData:
+    """The Banking77 train split only, cut in two by a seeded permutation: (probe train, dev)."""
+    texts, labels = _read_text_label(root / "banking77" / "train.csv", "text", "category")
+    order = np.random.RandomState(seed).permutation(len(texts))
+    cut = int(len(texts) * (1 - held_out))
+    pick = lambda idx: ([texts[i] for i in idx], [labels[i] for i in idx])  # noqa: E731
+    return ClassificationData(*pick(order[:cut]), *pick(order[cut:]))
+
+
 def load_amazon_counterfactual(root: pathlib.Path, prefix: str) -> ClassificationData:
     """AMCD `{prefix}_{train,test}.tsv`; the files are CSV-quoted, so read with standard quoting."""
     folder = root / "amazon_counterfactual"

@@ -161,6 +161,17 @@ register(Task("SNLIReranking", "reranking", ds.load_snli_reranking, SENTENCE_SIM
                           "candidates, entailment = positive, neutral/contradiction = negative (3,079 "
                           "premises, 9,156 candidates); MAP and MRR@10 as MTEB's reranking."))
 
+# Dev tasks: for selection (soups, checkpoints), never a test split. Not in any group.
+register(Task("STSBenchmark:dev", "sts", lambda root: ds.load_stsbenchmark(root, "dev"), SENTENCE_SIMILARITY,
+              description="STS Benchmark dev split (1,500 pairs), cosine Spearman."))
+register(Task("SciFact:dev", "retrieval", lambda root: ds.load_beir_folder(root / "scifact", "train"), FACT_CHECKING,
+              DOCUMENT, description="SciFact train claims (809) over the corpus: a dev set only for models "
+                                    "not trained on scifact-train."))
+register(Task("Banking77Classification:dev", "classification", ds.load_banking77_dev, CLASSIFICATION,
+              description="Banking77 train split cut in two (seeded, 80/20): 8-per-label probes on the first "
+                          "part, accuracy on the second.", options={"samples_per_label": 8}))
+DEV_TASKS = {name.removesuffix(":dev"): name for name in REGISTRY if name.endswith(":dev")}
+
 GROUPS: dict[str, list[str]] = {
     "sts": ["STSBenchmark", "STS12", "STS13", "STS14", "STS15", "STS16", "STS17"],
     "retrieval": ["SciFact", "Cranfield", "CoSQA"],

@@ -21,7 +21,7 @@ from gemini_embed.data import pipeline as data_pipeline
 from gemini_embed.embed import Embedder
 from gemini_embed.model.embedding_model import EmbeddingModel
 from gemini_embed.pretrained import resolve
-from gemini_embed.train import state as state_lib
+from gemini_embed.train import provenance, state as state_lib
 from gemini_embed.train.checkpoint import Checkpointer
 from gemini_embed.train.step import batch_spec, compile_train_step, make_train_step
 
@@ -94,7 +94,10 @@ def train(config, workdir: str) -> dict:
     lead = jax.process_index() == 0
     c = config
     model_overrides = dict(c.model.get("overrides", {}))
-    pretrained = resolve(c.model.name, **model_overrides)
+    # A later stage starts from an earlier run's params (a workdir or export) with a fresh optimizer.
+    init_from = str(pathlib.Path(c.model.init_from).resolve()) if c.model.get("init_from") else None
+    pretrained = resolve(init_from, max_length=model_overrides.get("max_length")) if init_from else \
+        resolve(c.model.name, **model_overrides)
     model = EmbeddingModel(pretrained.config)
     warmup = min(c.optim.warmup_steps, max(c.train.steps - 1, 0))  # a short run still decays
     optim_cfg = state_lib.OptimConfig(**{**c.optim.to_dict(), "warmup_steps": warmup, "total_steps": c.train.steps})
@@ -111,6 +114,8 @@ def train(config, workdir: str) -> dict:
         log.info("resumed from step %d (%s)", start, data_state)
     else:
         start = 0
+        if lead:
+            provenance.write(workdir, provenance.for_run(c.to_dict(), init_from))
         state = state_lib.init_train_state(model, optim_cfg, loss_cfg, jax.random.key(c.train.seed),
                                            params=pretrained.params, shardings=shardings)
     peak = measured_peak_flops()  # before the data pipeline's threads start competing for the cores

@@ -1,0 +1,59 @@
+"""The recipe on Gemma 3 270M, sized for a 2-core CPU: pre-finetune -> two finetuned ingredients
+that differ in mixture -> model soups. `python -m gemini_embed.recipe` runs it all (resumably):
+
+    python -m gemini_embed.recipe --recipe experiments/gemma3_270m_recipe.py --workdir runs/recipe
+
+One stage alone (the driver passes `--config.model.init_from` for stages that start from another):
+
+    python -m gemini_embed.main --config experiments/gemma3_270m_recipe.py:prefinetune --workdir runs/recipe/prefinetune
+
+Stages (train-only data; docs/recipe.md has the measured table):
+  prefinetune   SQuAD article title -> paragraph and question -> paragraph: many noisy pairs, no hard negatives
+  ft_sentences  from prefinetune: STS Benchmark train, SNLI dev triplets (contradiction = hard
+                negative), Twitter URL paraphrases (headline non-paraphrase = hard negative)
+  ft_mixed      from prefinetune: STS Benchmark train, SQuAD questions, docstring -> code, Twitter URL
+"""
+import ml_collections
+
+from experiments import tiny
+
+STAGES = {  # name -> the stage whose final params it starts from (None: the raw LLM)
+    "prefinetune": None,
+    "ft_sentences": "prefinetune",
+    "ft_mixed": "prefinetune",
+}
+SOUPS = {  # name -> (method, ingredients, dev tasks)
+    "soup_uniform": ("uniform", ("ft_sentences", "ft_mixed"), "STSBenchmark"),
+    "soup_greedy": ("greedy", ("ft_sentences", "ft_mixed"), "STSBenchmark"),
+}
+RAW = "gemma3-270m"
+REFERENCES = ("all-minilm-l6-v2",)
+EVAL_TASKS = "STSBenchmark,CoSQA"
+EVAL_ARGS = ("--max_length", "256")  # as the quickstart: CoSQA's longest snippets cost most
+
+
+def get_config(stage: str = "prefinetune") -> ml_collections.ConfigDict:
+    c = tiny.get_config()
+    c.model = ml_collections.ConfigDict({"name": "gemma3-270m", "overrides": {}, "init_from": ""})
+    c.train.global_batch_size = 16
+    c.train.log_every = 5
+    c.optim.warmup_steps = 10
+    c.loss.temperature = 0.05
+    c.loss.mrl_dims = (128, 256, 512, 768)
+    c.eval.tasks = ""  # the driver evaluates every row on the same tasks
+    if stage == "prefinetune":
+        c.data.sources, c.data.rates = "squad-titles-train,squad-train", "1,1"
+        c.data.query_len, c.data.positive_len = 32, 128
+        c.train.steps, c.optim.lr = 40, 5e-5
+    elif stage == "ft_sentences":
+        c.data.sources, c.data.rates = "stsb-train,snli-triplets-validation,twitter-url-train", "2,2,1"
+        c.data.query_len, c.data.positive_len, c.data.num_negatives = 32, 32, 1
+        c.train.steps, c.optim.lr = 80, 3e-5
+    elif stage == "ft_mixed":
+        c.data.sources, c.data.rates = "stsb-train,squad-train,code-docstring-train,twitter-url-train", "2,1,1,1"
+        c.data.query_len, c.data.positive_len = 32, 96
+        c.train.steps, c.optim.lr = 60, 3e-5
+    else:
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    c.checkpoint.every = 20
+    return c

@@ -3,17 +3,13 @@ real training pairs (train splits only), evaluated before and after on held-out 
 
     python -m gemini_embed.main --config experiments/gemma3_270m_finetune.py --workdir runs/gemma3_270m
 """
-import pathlib
-import sys
-
 import ml_collections
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))  # sibling configs, whatever the cwd
-import quickstart  # noqa: E402
+from experiments import minilm_finetune
 
 
 def get_config() -> ml_collections.ConfigDict:
-    c = quickstart.get_config()
+    c = minilm_finetune.get_config()
     c.model = ml_collections.ConfigDict({"name": "gemma3-270m", "overrides": {}, "init_from": ""})
     c.data.sources = "scifact-train,stsb-train,mrpc-train,banking77-train"
     c.data.query_len = 48

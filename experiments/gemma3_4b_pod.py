@@ -5,11 +5,8 @@
 
 See experiments/pod.py for the recipe and docs/scaling.md for what it costs per chip.
 """
-import pathlib
-import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))  # sibling configs, whatever the cwd
-import pod  # noqa: E402
+from experiments import pod
 
 
 def get_config(stage: str = "prefinetune"):

@@ -11,13 +11,10 @@ Nothing here needs a pod to check: `--compile_only --topology v5e:16x16` compile
 folder (HF safetensors + tokenizer.model) on the shared filesystem, e.g.
 `--config.model.name=/mnt/shared/gemma-3-27b-pt`, and `data.root` points at the shared data.
 """
-import pathlib
-import sys
 
 import ml_collections
 
-sys.path.insert(0, str(pathlib.Path(__file__).parent))  # sibling configs, whatever the cwd
-import tiny  # noqa: E402
+from experiments import tiny
 
 STAGES = {
     # stage: (global batch, grad-cache chunk of the global batch, hard negatives per row, steps, warmup)
@@ -33,7 +30,7 @@ def pod_config(model: str, stage: str, *, lr: float, data: int = 1, fsdp: int = 
     batch, default_chunk, negatives, steps, warmup = STAGES[stage]
     c = tiny.get_config()
     c.model = ml_collections.ConfigDict({"name": model, "overrides": {"dtype": "bfloat16", "remat": True,
-                                                                "scan_layers": True}})
+                                                                "scan_layers": True}, "init_from": ""})
     c.data.query_len = 512
     c.data.positive_len = 512
     c.data.num_negatives = negatives

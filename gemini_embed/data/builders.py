@@ -33,7 +33,6 @@ from gemini_embed.tokenize import DOCUMENT_TASK, QUERY_TASKS
 log = logging.getLogger(__name__)
 
 BUILDER_VERSION = "1.0.0"  # bump when the stored features or a reader's output change
-SPLITS = ("train", "validation", "test")
 
 
 @dataclasses.dataclass(frozen=True)

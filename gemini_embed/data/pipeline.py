@@ -227,8 +227,6 @@ class Pipeline:
         options = grain.ReadOptions(num_threads=self.threads, prefetch_buffer_size=2 * self.threads)
         it = iter(self.dataset.to_iter_dataset(options))
         if state:
-            if "batches" in state and "grain" not in state:  # checkpoints written before the grain pipeline
-                state = {"grain": {"next_index": int(state["batches"])}, **self._fingerprint}
             changed = {k: (state.get(k), v) for k, v in self._fingerprint.items() if state.get(k) != v}
             if changed:
                 log.warning("the data config changed since the checkpoint (%s): batches from here on differ "

@@ -123,8 +123,10 @@ def train(config, workdir: str) -> dict:
                                      uses_prompts=pretrained.uses_prompts, seed=c.train.seed,
                                      process_index=jax.process_index(), process_count=jax.process_count(),
                                      verbose=lead)
-    # A checkpoint without a data item (an older layout) still says how many batches were consumed.
-    batches = data.iterator((data_state or {"batches": start}) if start else None)
+    if start and not data_state:
+        raise ValueError(f"{workdir}: the checkpoint of step {start} holds no data-iterator state, so the run "
+                         f"cannot resume exactly; start a new workdir (model.init_from={workdir} keeps its params)")
+    batches = data.iterator(data_state if start else None)
     step_fn = make_train_step(model, state_lib.make_optimizer(optim_cfg), loss_cfg, mesh, shardings,
                               c.train.grad_cache_chunk_size)
     spec = batch_spec(mesh, c.train.global_batch_size, c.data.query_len, c.data.positive_len,

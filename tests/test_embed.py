@@ -4,6 +4,7 @@ import warnings
 import jax
 import numpy as np
 import pytest
+from reference_libs import require
 
 import gemini_embed as ge
 import real_texts
@@ -23,7 +24,7 @@ def gemma():
 
 
 def test_minilm_matches_sentence_transformers(minilm):
-    st = pytest.importorskip("sentence_transformers")
+    st = require("sentence_transformers")
     texts = real_texts.sts_sentences(150) + real_texts.scifact_docs(10) + real_texts.multilingual(10)
     ref = st.SentenceTransformer(str(ge.weights.packaged.minilm_l6_v2_dir()), device="cpu").encode(
         texts, normalize_embeddings=True, batch_size=32)

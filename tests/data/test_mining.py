@@ -5,6 +5,7 @@ import os
 
 import numpy as np
 import pytest
+from reference_libs import require
 
 from gemini_embed.data.mining import MiningConfig, mine, rrf, select_negatives
 
@@ -162,8 +163,8 @@ def _scifact_pairs():
 
 @pytest.mark.slow
 def test_scorer_matches_transformers_on_scifact_pairs():
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = require("torch")
+    transformers = require("transformers")
     from gemini_embed.data.mining import QueryLikelihoodScorer
     from gemini_embed.weights.packaged import gemma3_270m_gguf
 

@@ -4,6 +4,7 @@ import types
 
 import numpy as np
 import pytest
+from reference_libs import require
 
 from gemini_embed.eval import custom_task, evaluate, evaluate_task, format_table, truncated, undersample
 from gemini_embed.eval import datasets as ds
@@ -165,7 +166,7 @@ def test_evaluate_runner_dims_and_table(tmp_path):
 
 # ----------------------------------------------------------------------------- against mteb 2.26
 def test_clustering_bootstrap_matches_mteb():
-    clustering = pytest.importorskip("mteb.abstasks.clustering")
+    clustering = require("mteb.abstasks.clustering")
     import random
 
     rng = np.random.default_rng(0)
@@ -183,7 +184,7 @@ def test_clustering_bootstrap_matches_mteb():
 
 
 def test_pair_classification_matches_mteb():
-    pc = pytest.importorskip("mteb.abstasks.pair_classification")
+    pc = require("mteb.abstasks.pair_classification")
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 300)
     scores = np.round(labels * 0.3 + rng.normal(size=300) * 0.5, 2)  # rounded: ties on purpose
@@ -199,8 +200,8 @@ def test_pair_classification_matches_mteb():
 
 
 def test_undersample_matches_mteb():
-    cls = pytest.importorskip("mteb.abstasks.classification")
-    datasets = pytest.importorskip("datasets")
+    cls = require("mteb.abstasks.classification")
+    datasets = require("datasets")
     labels = np.random.default_rng(2).integers(0, 7, 500).tolist()
     data = datasets.Dataset.from_dict({"label": labels})
     fake = types.SimpleNamespace(seed=42, samples_per_label=8, label_column_name="label")

@@ -2,9 +2,10 @@
 import pathlib
 
 import pytest
+from reference_libs import require
 
-nbclient = pytest.importorskip("nbclient")
-nbformat = pytest.importorskip("nbformat")
+nbclient = require("nbclient")
+nbformat = require("nbformat")
 
 NOTEBOOK = pathlib.Path(__file__).resolve().parents[2] / "docs" / "notebooks" / "evaluate.ipynb"
 

@@ -5,6 +5,7 @@ tokens as the model's config says (at 512 SciFact moves to 0.654). SciFact takes
 2 CPU cores.
 """
 import pytest
+from reference_libs import require
 
 from gemini_embed.eval import evaluate_task
 
@@ -19,7 +20,7 @@ PUBLISHED = {  # MTEB results repo (mteb 1.12.75), test split
 
 @pytest.fixture(scope="module")
 def minilm_encode():
-    st = pytest.importorskip("sentence_transformers")
+    st = require("sentence_transformers")
     from gemini_embed.weights import packaged
 
     model = st.SentenceTransformer(str(packaged.minilm_l6_v2_dir()), device="cpu")

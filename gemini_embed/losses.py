@@ -27,18 +27,13 @@ from typing import Any, Sequence
 import jax
 import jax.numpy as jnp
 
+from gemini_embed.normalize import l2_normalize
+
 Array = Any
 
 # Similarities are divided by tau ~ 0.02: a bf16/TF32 matmul pass (the TPU/GPU default for f32)
 # would put ~1e-3 * 50 errors on the logits. The B x B x D product is cheap next to the encoder.
 _PRECISION = jax.lax.Precision.HIGHEST
-
-
-def _normalize(x: Array) -> Array:
-    """L2-normalise the last axis in at least float32 (bf16 inputs are promoted)."""
-    x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
-    sq = jnp.sum(x * x, axis=-1, keepdims=True)
-    return x * jax.lax.rsqrt(jnp.maximum(sq, 1e-24))  # eps keeps a zero vector at zero, not NaN
 
 
 def _check(query, positive, negatives, query_ids, positive_ids, negatives_mask) -> None:
@@ -76,7 +71,7 @@ def _nce_rows(query, positive, negatives, temperature, query_ids, positive_ids, 
     if hard_negative_alpha is not None and negatives is None:
         raise ValueError("hard_negative_alpha needs negatives")
     b = query.shape[0]
-    q, p = _normalize(query), _normalize(positive)                          # [B, D]
+    q, p = l2_normalize(query), l2_normalize(positive)                          # [B, D]
     sims = jnp.einsum("id,jd->ij", q, p, precision=_PRECISION)             # [B, B]
 
     # m_ij: drop false negatives (same query / same target) but never the row's own positive.
@@ -89,7 +84,7 @@ def _nce_rows(query, positive, negatives, temperature, query_ids, positive_ids, 
     offset = jnp.zeros_like(sims)                                          # [B, C] log-weights
 
     if negatives is not None:
-        n = _normalize(negatives)                                          # [B, K, D]
+        n = l2_normalize(negatives)                                          # [B, K, D]
         neg_sims = jnp.einsum("id,ikd->ik", q, n, precision=_PRECISION)    # [B, K]
         neg_valid = (jnp.ones(neg_sims.shape, bool) if negatives_mask is None
                      else negatives_mask)                                  # [B, K]
@@ -207,7 +202,7 @@ def spread_out_loss(query: Array, positive: Array) -> Array:
     off = ~jnp.eye(b, dtype=bool)                                          # [B, B]
 
     def side(x):
-        x = _normalize(jnp.asarray(x))                                     # [B, D]
+        x = l2_normalize(jnp.asarray(x))                                     # [B, D]
         gram = jnp.einsum("id,jd->ij", x, x, precision=_PRECISION)         # [B, B]
         return jnp.sum(jnp.where(off, gram * gram, 0.0)) / (b * (b - 1))
 

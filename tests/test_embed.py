@@ -10,7 +10,7 @@ import gemini_embed as ge
 import real_texts
 from gemini_embed import sharding
 from gemini_embed.embed import length_buckets
-from gemini_embed.model.embedding_model import mrl_truncate
+from gemini_embed.normalize import mrl_truncate
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,8 @@ import numpy as np
 
 from gemini_embed.eval import datasets as ds
 from gemini_embed.eval import metrics
-from gemini_embed.eval.search import cosine_pairs, l2_normalize, top_k
+from gemini_embed.eval.search import cosine_pairs, top_k
+from gemini_embed.normalize import l2_normalize
 from gemini_embed.eval.tasks import DOCUMENT, Task
 
 Encode = Callable[..., np.ndarray]

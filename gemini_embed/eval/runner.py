@@ -10,7 +10,7 @@ import numpy as np
 from gemini_embed.eval import tasks as tasks_lib
 from gemini_embed.eval.cache import EmbeddingCache
 from gemini_embed.eval.evaluators import EVALUATORS
-from gemini_embed.eval.search import l2_normalize
+from gemini_embed.normalize import mrl_truncate
 
 Encode = Callable[..., np.ndarray]
 
@@ -35,10 +35,7 @@ def truncated(encode: Encode, dims: int) -> Encode:
     """Matryoshka view of `encode`: the first `dims` dimensions, re-normalised."""
 
     def wrapped(texts, task=None, titles=None):
-        out = encode(texts, task=task, titles=titles)
-        if dims > out.shape[1]:
-            raise ValueError(f"dims={dims} exceeds the embedding size {out.shape[1]}")
-        return l2_normalize(out[:, :dims])
+        return mrl_truncate(encode(texts, task=task, titles=titles), dims)
 
     return wrapped
 

@@ -19,6 +19,7 @@ import numpy as np
 from jax import lax
 
 from gemini_embed import sharding
+from gemini_embed.normalize import l2_normalize
 
 QUERY_BATCH = 256
 CORPUS_BLOCK = 32768  # rows per block: 32768 x 768 float32 = 96 MiB on the host
@@ -27,11 +28,6 @@ CORPUS_BLOCK = 32768  # rows per block: 32768 x 768 float32 = 96 MiB on the host
 # that arrived first hold every thread while the last device's backlog waits for one), and
 # XLA aborts the process when the rendezvous times out.
 MAX_IN_FLIGHT = 4
-
-
-def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
 
 
 def cosine_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -45,7 +41,7 @@ def _merge_block(queries, block, offset, n_valid, run_scores, run_idx, *, k: int
     queries [B, D] (replicated), block [Nb, D] (rows sharded), run_* [B, k] -> new run_* [B, k].
     """
     if normalize:
-        block = block / jnp.maximum(jnp.linalg.norm(block, axis=-1, keepdims=True), 1e-12)
+        block = l2_normalize(block)
     scores = queries @ block.T  # [B, Nb], columns sharded like the block rows
     col = offset + jnp.arange(block.shape[0], dtype=jnp.int32)  # global corpus index of each column
     scores = jnp.where(col < n_valid, scores, -jnp.inf)  # padding rows never win

@@ -9,9 +9,9 @@ from typing import Union
 
 import flax.linen as nn
 import jax.numpy as jnp
-import numpy as np
 
 from gemini_embed.model.gemma3 import Gemma3, Gemma3Config
+from gemini_embed.normalize import l2_normalize
 
 EncoderConfig = Union[Gemma3Config, "BertConfig"]  # noqa: F821 (BertConfig imported lazily)
 
@@ -51,16 +51,6 @@ def mean_pool(hidden, mask):
     m = mask.astype(f)[..., None]
     total = jnp.sum(hidden.astype(f) * m, axis=1)
     return total / jnp.maximum(jnp.sum(m, axis=1), 1.0)  # all-padding rows (batch filler) give 0, not NaN
-
-
-def l2_normalize(x, eps: float = 1e-12):
-    return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
-
-
-def mrl_truncate(embeddings: np.ndarray, dim: int) -> np.ndarray:
-    """First `dim` dims of each embedding, re-normalised (Matryoshka)."""
-    e = np.asarray(embeddings, np.float32)[:, :dim]
-    return e / np.maximum(np.linalg.norm(e, axis=-1, keepdims=True), 1e-12)
 
 
 class Projection(nn.Module):

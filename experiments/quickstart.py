@@ -15,12 +15,12 @@ from experiments import tiny
 
 def get_config() -> ml_collections.ConfigDict:
     c = tiny.get_config()
-    c.model = ml_collections.ConfigDict({"name": "gemma3-270m", "overrides": {"max_length": 192},
+    c.model = ml_collections.ConfigDict({"name": "gemma3-270m", "overrides": {"max_length": 256},
                                          "init_from": ""})  # CoSQA's longest snippets cost the most
     c.data.sources = "stsb-train,twitter-url-train,code-docstring-train"
     c.data.rates = "3,2,1"
     c.data.query_len = 32
-    c.data.positive_len = 48
+    c.data.positive_len = 64
     c.train.steps = 40
     c.train.global_batch_size = 16
     c.train.log_every = 4

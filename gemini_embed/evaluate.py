@@ -98,7 +98,8 @@ def main(argv=None) -> dict:
                               dims=dims if dims is None or len(dims) > 1 else dims[0], cache=cache)
     out = pathlib.Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"model": args.model, "provenance": model.provenance, "uses_prompts": model.uses_prompts, "load_seconds": round(load_s, 2),
+    report = {"model": args.model, "provenance": model.provenance, "uses_prompts": model.uses_prompts,
+              "load_seconds": round(load_s, 2),
               "seconds": round(time.perf_counter() - start, 2), "compilations": model.num_compilations,
               "cache": None if cache is None else {"dir": str(cache.dir), "hits": cache.hits, "misses": cache.misses},
               "tasks": {k: {f: r[f] for f in ("main_score", "metric", "scores", "num_samples", "seconds", "type",

@@ -22,8 +22,8 @@ import numpy as np
 from gemini_embed.eval import datasets as ds
 from gemini_embed.eval import metrics
 from gemini_embed.eval.search import cosine_pairs, top_k
-from gemini_embed.normalize import l2_normalize
 from gemini_embed.eval.tasks import DOCUMENT, Task
+from gemini_embed.normalize import l2_normalize
 
 Encode = Callable[..., np.ndarray]
 SEED = 42

@@ -399,7 +399,10 @@ def twitter_paraphrase(folder, problems: Problems) -> Iterator[dict]:
             problems.report(paths[2] if label not in ("0", "1") else paths[0], line, "bad_value",
                             f"expected two texts and a 0/1 label, got label {label!r}")
             continue
-        (pos.append((line, a, b)) if label == "1" else neg[a].append(b))
+        if label == "1":
+            pos.append((line, a, b))
+        else:
+            neg[a].append(b)
     used: collections.Counter[str] = collections.Counter()
     for line, a, b in pos:
         n = neg.get(a, [])

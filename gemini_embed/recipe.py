@@ -29,7 +29,6 @@ import numpy as np
 def load_recipe(path):
     spec = importlib.util.spec_from_file_location("recipe_config", path)
     module = importlib.util.module_from_spec(spec)
-    sys.path.insert(0, str(pathlib.Path(path).resolve().parents[1]))  # `from experiments import ...`
     spec.loader.exec_module(module)
     for name in ("STAGES", "SOUPS", "RAW", "EVAL_TASKS", "get_config"):
         if not hasattr(module, name):

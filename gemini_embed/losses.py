@@ -1,4 +1,5 @@
-"""Contrastive losses: NCE with in-batch negatives, its Matryoshka (MRL) sum, a spread-out regulariser.
+"""Contrastive losses: NCE with in-batch negatives, its Matryoshka (MRL) sum, a spread-out
+regulariser, and CoSENT for pairs with graded similarity scores.
 
 Axes: B = global batch, K = hard negatives per row, D = embedding dim, C = B + K candidates per row.
 
@@ -207,3 +208,38 @@ def spread_out_loss(query: Array, positive: Array) -> Array:
         return jnp.sum(jnp.where(off, gram * gram, 0.0)) / (b * (b - 1))
 
     return side(query) + side(positive)
+
+
+def cosent_loss(query: Array, positive: Array, scores: Array, *, temperature: float | Array) -> Array:
+    """CoSENT (Su 2022): a ranking loss over the pairs' cosines that follows graded gold scores.
+
+        L = log( 1 + sum_{(i, j): y_i > y_j} e^{(c_j - c_i) / tau} ),   c_i = cos(q_i, p_i)
+
+    over every ordered pair of rows of the (global) batch: a pair scored higher must have the higher
+    cosine. query, positive: [B, D] (L2-normalised here); scores: [B] gold similarities. Unlike NCE
+    it uses low-scored pairs too (STS Benchmark's 0-5 scale), and only the order of the scores
+    matters, as for the Spearman correlation STS is measured by. Rows with a non-finite score drop
+    out. A batch with no ordered pair gives 0 with a zero gradient.
+    """
+    query, positive, scores = jnp.asarray(query), jnp.asarray(positive), jnp.asarray(scores)
+    if query.ndim != 2 or query.shape != positive.shape or scores.shape != query.shape[:1]:
+        raise ValueError(f"need query, positive [B, D] and scores [B], got {query.shape}, {positive.shape}, "
+                         f"{scores.shape}")
+    cos = jnp.sum(l2_normalize(query) * l2_normalize(positive), axis=-1)   # [B]
+    ok = jnp.isfinite(scores)
+    y = jnp.where(ok, scores, 0.0)
+    ordered = (y[:, None] > y[None, :]) & ok[:, None] & ok[None, :]      # [B, B]: y_i > y_j
+    rel = jnp.where(ordered, (cos[None, :] - cos[:, None]) / temperature, -jnp.inf)
+    # log(1 + sum e^rel) shifted by m = max(0, max rel), as in _nce_rows: no overflow at 1/tau = 20+.
+    m = jax.lax.stop_gradient(jnp.maximum(jnp.max(rel), 0.0))
+    return m + jnp.log(jnp.exp(-m) + jnp.sum(jnp.exp(rel - m)))
+
+
+def mrl_cosent_loss(query: Array, positive: Array, scores: Array, *, dims: Sequence[int],
+                    weights: Sequence[float] | None = None, temperature: float | Array) -> Array:
+    """sum_k weights[k] * cosent_loss on the first dims[k] coordinates (re-normalised), as mrl_nce_loss."""
+    weights = [1.0] * len(dims) if weights is None else list(weights)
+    if len(weights) != len(dims):
+        raise ValueError(f"one weight per dim: dims={list(dims)} weights={weights}")
+    return sum(float(w) * cosent_loss(query[..., :k], positive[..., :k], scores, temperature=temperature)
+               for k, w in zip(dims, weights))

@@ -1,5 +1,5 @@
-"""NCE / MRL / spread-out losses against literal NumPy loops (float64), finite differences, and
-the same loss jitted over a batch sharded on 8 CPU devices."""
+"""NCE / MRL / spread-out / CoSENT losses against literal NumPy loops (float64), finite
+differences, and the same loss jitted over a batch sharded on 8 CPU devices."""
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,6 +18,7 @@ nce = jax.jit(losses.nce_loss, static_argnames=("hard_negative_alpha",))
 nce_metrics = jax.jit(losses.nce_loss_and_metrics, static_argnames=("hard_negative_alpha",))
 mrl = jax.jit(losses.mrl_nce_loss, static_argnames=("dims", "weights"))
 spread = jax.jit(losses.spread_out_loss)
+cosent = jax.jit(losses.cosent_loss)
 
 
 # ---------------------------------------------------------------- NumPy reference (literal loops)
@@ -336,6 +337,54 @@ def test_bad_shapes_raise():
         losses.nce_loss(q, p, n, temperature=0.05, query_ids=np.arange(3))
     with pytest.raises(ValueError):
         losses.nce_loss(q, p, temperature=0.05, hard_negative_alpha=5.0)
+
+
+def ref_cosent(q, p, y, tau):
+    """CoSENT one ordered pair at a time: log(1 + sum over y_i > y_j of e^{(c_j - c_i) / tau})."""
+    c = [_unit(np.asarray(a, np.float64)) @ _unit(np.asarray(b, np.float64)) for a, b in zip(q, p)]
+    total = 1.0
+    for i in range(len(c)):
+        for j in range(len(c)):
+            if np.isfinite(y[i]) and np.isfinite(y[j]) and y[i] > y[j]:
+                total += np.exp((c[j] - c[i]) / tau)
+    return np.log(total)
+
+
+def test_cosent_matches_numpy_reference():
+    rng = np.random.default_rng(0)
+    for tau in (0.05, 0.02):
+        q, p = (rng.normal(size=(12, 16)).astype(np.float32) for _ in range(2))
+        y = rng.integers(0, 6, 12).astype(np.float32)  # ties, as the 0-5 STS scale has
+        y[3] = np.nan  # an unscored row drops out
+        np.testing.assert_allclose(float(cosent(q, p, y, temperature=tau)), ref_cosent(q, p, y, tau), rtol=RTOL)
+        got = jax.jit(losses.mrl_cosent_loss, static_argnames=("dims", "weights"))(
+            q, p, y, dims=(4, 16), weights=(0.5, 1.0), temperature=tau)
+        want = 0.5 * ref_cosent(q[:, :4], p[:, :4], y, tau) + ref_cosent(q, p, y, tau)
+        np.testing.assert_allclose(float(got), want, rtol=RTOL)
+    # Equal scores order nothing: the loss is exactly 0 and so is its gradient.
+    loss, grad = jax.value_and_grad(losses.cosent_loss)(q, p, np.full(12, 2.0, np.float32), temperature=0.05)
+    assert float(loss) == 0.0 and not np.any(grad)
+    # A perfect, well-separated order costs almost nothing; the reversed one costs a lot.
+    x = np.eye(4, 8, dtype=np.float32)
+    far = np.stack([np.cos(a) * x[i] + np.sin(a) * x[(i + 1) % 4] for i, a in enumerate((0.1, 0.6, 1.1, 1.5))])
+    y = np.array([3.0, 2.0, 1.0, 0.0], np.float32)
+    assert float(cosent(x, far, y, temperature=0.05)) < 0.05 < 10 < float(cosent(x, far, y[::-1], temperature=0.05))
+    with pytest.raises(ValueError, match="scores"):
+        losses.cosent_loss(q, p, y, temperature=0.05)
+
+
+def test_cosent_gradient_matches_finite_differences():
+    rng = np.random.default_rng(1)
+    q, p = rng.normal(size=(6, 5)), rng.normal(size=(6, 5))
+    y = np.array([0.0, 1.5, 3.0, 3.0, 4.2, 5.0])
+    with jax.enable_x64(True):
+        g = np.asarray(jax.grad(losses.cosent_loss)(jnp.asarray(q), jnp.asarray(p), jnp.asarray(y), temperature=0.1))
+    eps, fd = 1e-6, np.zeros_like(q)
+    for idx in np.ndindex(q.shape):
+        d = np.zeros_like(q)
+        d[idx] = eps
+        fd[idx] = (ref_cosent(q + d, p, y, 0.1) - ref_cosent(q - d, p, y, 0.1)) / (2 * eps)
+    np.testing.assert_allclose(g, fd, rtol=1e-6, atol=1e-9)
 
 
 # ---------------------------------------------------------------- sharded global batch

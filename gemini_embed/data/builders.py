@@ -32,7 +32,7 @@ from gemini_embed.tokenize import DOCUMENT_TASK, QUERY_TASKS
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = "1.0.0"  # bump when the stored features or a reader's output change
+BUILDER_VERSION = "1.1.0"  # bump when the stored features or a reader's output change
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +50,7 @@ class DatasetSpec:
     positive_task: str
     description: str = ""
     options: tuple = ()  # reader options that change the examples (part of the fingerprint)
+    scored: bool = False  # examples carry graded scores: trained with CoSENT, not NCE (train/step.py)
 
     def __post_init__(self):
         for task in (self.query_task, self.positive_task):
@@ -111,6 +112,12 @@ def registry(root=None) -> dict[str, DatasetSpec]:
                  for s, f in stsb.items()},
         tuple(sts / f for f in stsb.values()), "sentence similarity", "sentence similarity",
         f"STS Benchmark pairs scored >= {SCORE_THRESHOLD}", (SCORE_THRESHOLD,)))
+    specs.append(DatasetSpec(
+        "stsb-scored", {s: functools.partial(src.pairs_table, sts / stsb[s], first="sentence1", second="sentence2",
+                                             score="score", names=STSB_NAMES, delimiter="\t")
+                        for s in ("train", "validation")},
+        tuple(sts / stsb[s] for s in ("train", "validation")), "sentence similarity", "sentence similarity",
+        "STS Benchmark pairs with their 0-5 gold scores (all of them; a graded loss)", scored=True))
     for year in ("12", "13", "14", "15", "16", "17"):
         path = r / "sts" / f"sts{year}" / "test.tsv"
         specs.append(DatasetSpec(
@@ -187,10 +194,10 @@ def registry(root=None) -> dict[str, DatasetSpec]:
 # a listed source makes those tasks' scores seen (a run meant to leave STS12-16 unseen uses no stsb or mrpc).
 EVAL_OVERLAP: dict[str, dict[str, str]] = {
     "scifact-train": {"SciFact": "the BEIR corpus is shared by the train and test queries"},
-    **{f"stsb-{s}": {**{f"STS1{y}": "STS Benchmark pairs are drawn from STS 2012-2016" for y in "23456"},
-                     "STSBenchmark": "repeated sentences (MSRvid, images) across the benchmark's splits",
-                     "MRPC": "STS Benchmark's MSRpar pairs come from the MSR paraphrase corpus"}
-       for s in ("train", "validation")},
+    **{f"{name}-{s}": {**{f"STS1{y}": "STS Benchmark pairs are drawn from STS 2012-2016" for y in "23456"},
+                       "STSBenchmark": "repeated sentences (MSRvid, images) across the benchmark's splits",
+                       "MRPC": "STS Benchmark's MSRpar pairs come from the MSR paraphrase corpus"}
+       for name in ("stsb", "stsb-scored") for s in ("train", "validation")},
     "mrpc-train": {"STS12": "STS 2012's MSRpar pairs come from the MSR paraphrase corpus",
                    "STSBenchmark": "STS Benchmark's MSRpar pairs come from the MSR paraphrase corpus",
                    "MRPC": "repeated sentences across the corpus's train and test splits"},
@@ -209,8 +216,12 @@ EVAL_OVERLAP: dict[str, dict[str, str]] = {
                            "TwentyNewsgroupsClustering.v2": "article titles equal to one-word subject lines"},
 }
 del EVAL_OVERLAP["amazon-counterfactual-de-validation"]  # measured: none
-EVAL_OVERLAP["stsb-validation"] |= {"STS17": "STS 2017's en-en track reuses STS Benchmark dev/test pairs",
-                                    "SNLIReranking": "one SNLI caption (STS Benchmark's track5 is SNLI)"}
+EVAL_OVERLAP["stsb-scored-train"] |= {"STS17": "a few sentences of low-scored pairs",
+                                      "Tatoeba": "two short sentences of low-scored pairs"}
+EVAL_OVERLAP["stsb-scored-validation"]["Tatoeba"] = "one short sentence of a low-scored pair"
+for _dev in ("stsb-validation", "stsb-scored-validation"):  # the dev split: also STS17's and an SNLI caption
+    EVAL_OVERLAP[_dev] |= {"STS17": "STS 2017's en-en track reuses STS Benchmark dev/test pairs",
+                           "SNLIReranking": "one SNLI caption (STS Benchmark's track5 is SNLI)"}
 
 
 _COUNTERFACTUAL = {"1": "counterfactual statement", "0": "not a counterfactual statement"}
@@ -291,7 +302,7 @@ def _builder_class():
             features = tfds.features.FeaturesDict({
                 "query": text, "positive": text, "title": text, "task": text, "origin": text,
                 "negatives": tfds.features.Sequence(text), "negative_titles": tfds.features.Sequence(text),
-                "num_negatives": np.int32})
+                "num_negatives": np.int32, "score": np.float32})
             return tfds.core.DatasetInfo(builder=self, description=self._spec.description, features=features)
 
         def _split_generators(self, dl_manager):

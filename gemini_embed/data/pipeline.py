@@ -140,6 +140,7 @@ class BatchShape:
     query_len: int
     positive_len: int
     num_negatives: int = 0
+    scored: bool = False  # a `pair_score` column (NaN in unscored sources' batches): some source is scored
 
 
 def _pad(tokenizer, texts: list[str], length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -174,6 +175,8 @@ def featurize(rows: np.ndarray, *, source: Source, index: int, tokenizer, shape:
         nt, nm = _pad(tokenizer, flat, length)
         out |= {"negative_tokens": nt.reshape(n, k, length), "negative_mask": nm.reshape(n, k, length),
                 "negative_present": present}
+    if shape.scored:
+        out["pair_score"] = np.array([r["score"] if source.spec.scored else np.nan for r in records], np.float32)
     out["dataset"] = np.int32(index)
     return out
 
@@ -250,7 +253,8 @@ def from_config(data_cfg, global_batch_size: int, tokenizer, *, uses_prompts: bo
     rates = get("rates")
     if isinstance(rates, str):
         rates = [float(r) for r in rates.split(",")]
-    shape = BatchShape(global_batch_size, data_cfg.query_len, data_cfg.positive_len, int(get("num_negatives") or 0))
+    shape = BatchShape(global_batch_size, data_cfg.query_len, data_cfg.positive_len, int(get("num_negatives") or 0),
+                       scored=any(s.spec.scored for s in sources))
     data_seed = get("seed")
     return Pipeline(sources, tokenizer, shape, rates=rates, seed=seed if data_seed is None else int(data_seed),
                     process_index=process_index, process_count=process_count, uses_prompts=uses_prompts,

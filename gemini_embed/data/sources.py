@@ -5,6 +5,7 @@ Every reader yields examples as plain dicts (what the tfds builders store)::
   {"query": str, "positive": str, "title": str,            # title of the positive; "" = none
    "negatives": [str, ...], "negative_titles": [str, ...],  # hard negatives (may be empty)
    "task": str,                                             # query-side task; "" = the dataset's
+   "score": float,                                          # graded gold similarity; NaN = none
    "origin": "file:line"}                                   # where the example came from
 
 Bad input (a malformed line, a missing field, an empty text, an unknown id in qrels, invalid
@@ -175,10 +176,11 @@ def text_field(obj: dict, field: str, path, line: int, problems: Problems, *, op
 
 
 def example(query: str, positive: str, origin: str, *, title: str = "", negatives: Sequence[str] = (),
-            negative_titles: Sequence[str] | None = None, task: str = "") -> dict[str, Any]:
+            negative_titles: Sequence[str] | None = None, task: str = "",
+            score: float = float("nan")) -> dict[str, Any]:
     return {"query": query, "positive": positive, "title": title, "negatives": list(negatives),
             "negative_titles": list(negative_titles) if negative_titles is not None else [""] * len(negatives),
-            "task": task, "origin": origin}
+            "task": task, "score": float(score), "origin": origin}
 
 
 def _origin(path, line) -> str:
@@ -247,8 +249,9 @@ def pairs_table(path, problems: Problems, *, first: str, second: str, score: str
                 negative: str | None = None, names: Sequence[str] | None = None, delimiter: str | None = None,
                 counter: collections.Counter | None = None) -> Iterator[dict]:
     """Pairs (or triplets) from a table: `first` -> `second` [, hard negative column `negative`].
-    With `score`, only rows whose score (a number, or a label mapped through `labels`) is >=
-    `threshold` are positives; `counter["rows"]` / `counter["kept"]` count rows read and kept."""
+    With `score` and `threshold`, only rows whose score (a number, or a label mapped through
+    `labels`) is >= `threshold` are positives; with `score` alone every row is kept with its score
+    (for a graded loss). `counter["rows"]` / `counter["kept"]` count rows read and kept."""
     counter = counter if counter is not None else collections.Counter()
     for line, row in read_table(path, problems, names=names, delimiter=delimiter):
         counter["rows"] += 1
@@ -263,14 +266,15 @@ def pairs_table(path, problems: Problems, *, first: str, second: str, score: str
                 problems.report(path, line, "bad_value", f"{score} {raw!r} is not "
                                 + (f"one of {sorted(labels)}" if labels is not None else "a number"))
                 continue
-            if value < threshold:
+            if threshold is not None and value < threshold:
                 continue
         a, b = text_field(row, first, path, line, problems), text_field(row, second, path, line, problems)
         n = text_field(row, negative, path, line, problems) if negative else ""
         if a is None or b is None or n is None:
             continue
         counter["kept"] += 1
-        yield example(a, b, _origin(path, line), negatives=[n] if n else [])
+        graded = {"score": value} if score is not None and threshold is None else {}
+        yield example(a, b, _origin(path, line), negatives=[n] if n else [], **graded)
 
 
 def classification(path, problems: Problems, *, text: str = "text", label: str = "label",

@@ -130,7 +130,8 @@ def train(config, workdir: str) -> dict:
     step_fn = make_train_step(model, state_lib.make_optimizer(optim_cfg), loss_cfg, mesh, shardings,
                               c.train.grad_cache_chunk_size)
     spec = batch_spec(mesh, c.train.global_batch_size, c.data.query_len, c.data.positive_len,
-                      num_negatives=data.shape.num_negatives, negative_len=c.data.positive_len)
+                      num_negatives=data.shape.num_negatives, negative_len=c.data.positive_len,
+                      scores=data.shape.scored)
     compiled, memory = compile_train_step(step_fn, abstract, spec)
     flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
     if lead:

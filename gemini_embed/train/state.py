@@ -54,6 +54,7 @@ class LossConfig:
     mrl_weights: tuple[float, ...] | None = None  # None = 1 per dim
     hard_negative_alpha: float | None = None  # EmbeddingGemma: 5.0
     spread_out_weight: float = 0.0
+    cosent_temperature: float = 0.05  # CoSENT's tau on scored batches (its usual scale 20 = 1 / 0.05)
 
 
 @flax.struct.dataclass

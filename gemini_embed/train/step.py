@@ -6,6 +6,11 @@ Batch (a dict of global arrays, leading dim B sharded over ('data', 'fsdp')):
   negative_tokens  [B, K, Ln] int32 negative_mask  [B, K, Ln] bool   (optional: hard negatives)
   negative_present [B, K] bool      (optional; absent negatives drop out of the denominator)
   query_ids        [B] int32        positive_ids   [B] int32   (optional; equal ids = false negatives)
+  pair_score       [B] float32      (optional: graded gold similarity; NaN = none)
+
+A batch whose pair_score is finite in every row (a scored source such as `stsb-scored-train`) is
+trained with the MRL CoSENT loss instead of NCE: its low-scored pairs are not positives. The
+choice is made inside the step, so scored and unscored sources share one compiled program.
 
 Under jit with that sharding, `q @ p.T` inside the loss scores the *global* batch: XLA inserts
 the all-gather. A batch whose loss or gradient norm is NaN/Inf is skipped: params and opt_state
@@ -31,7 +36,8 @@ from gemini_embed.train.state import LossConfig, TrainState, current_learning_ra
 log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("query_tokens", "query_mask", "positive_tokens", "positive_mask")
-OPTIONAL_KEYS = ("negative_tokens", "negative_mask", "negative_present", "query_ids", "positive_ids")
+OPTIONAL_KEYS = ("negative_tokens", "negative_mask", "negative_present", "query_ids", "positive_ids",
+                 "pair_score")
 
 
 def _check_batch(batch: dict[str, Any]) -> None:
@@ -42,7 +48,8 @@ def _check_batch(batch: dict[str, Any]) -> None:
         raise ValueError(f"batch is missing {missing} / has unknown keys {unknown}")
     b = batch["query_tokens"].shape[0]
     want = {"query_mask": batch["query_tokens"].shape, "positive_mask": batch["positive_tokens"].shape,
-            "positive_tokens": (b, batch["positive_tokens"].shape[1]), "query_ids": (b,), "positive_ids": (b,)}
+            "positive_tokens": (b, batch["positive_tokens"].shape[1]), "query_ids": (b,), "positive_ids": (b,),
+            "pair_score": (b,)}
     if "negative_tokens" in batch:
         nt = batch["negative_tokens"].shape
         if len(nt) != 3 or nt[0] != b or "negative_mask" not in batch:
@@ -117,6 +124,16 @@ def make_loss_fn(model: nn.Module, loss_cfg: LossConfig, batch: dict[str, Any]):
             spread = losses.spread_out_loss(emb["query"], emb["positive"])
             metrics["spread_out_loss"] = spread
             loss = loss + loss_cfg.spread_out_weight * spread
+        if "pair_score" in batch:
+            scores = batch["pair_score"]
+            # Finite scores mean a scored batch; NaNs become 0 first, so the unused branch of the
+            # select stays finite and its zero cotangent cannot turn into 0 * NaN.
+            scored = jnp.all(jnp.isfinite(scores))
+            cosent = losses.mrl_cosent_loss(emb["query"], emb["positive"], jnp.where(scored, scores, 0.0),
+                                            dims=dims, weights=loss_cfg.mrl_weights,
+                                            temperature=loss_cfg.cosent_temperature)
+            metrics["cosent_loss"] = cosent
+            loss = jnp.where(scored, cosent, loss)
         return loss, metrics
 
     return loss_fn
@@ -129,7 +146,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
     grad_cache_chunk_size > 0: gradient caching with that many examples (rows of the global batch)
     per chunk; it must divide the global batch and be a multiple of data x fsdp.
     Metrics (replicated f32 scalars): loss, nce_loss, in_batch_accuracy, positive_similarity,
-    negative_similarity, [hard_negative_similarity], loss@<dim>, [spread_out_loss], temperature,
+    negative_similarity, [hard_negative_similarity], loss@<dim>, [spread_out_loss], [cosent_loss], temperature,
     grad_norm, learning_rate (the lr this update used), skipped (1 if the update was skipped), and
     skipped_total (the state's count).
     """
@@ -172,7 +189,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
 
 
 def batch_spec(mesh: Mesh, global_batch: int, query_len: int, positive_len: int, *, num_negatives: int = 0,
-               negative_len: int = 0, ids: bool = True) -> dict[str, jax.ShapeDtypeStruct]:
+               negative_len: int = 0, ids: bool = True, scores: bool = False) -> dict[str, jax.ShapeDtypeStruct]:
     """ShapeDtypeStructs (sharded over ('data', 'fsdp')) of a batch, for ahead-of-time lowering."""
     sh = NamedSharding(mesh, P(BATCH_AXES))
     s = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sh)  # noqa: E731
@@ -185,6 +202,8 @@ def batch_spec(mesh: Mesh, global_batch: int, query_len: int, positive_len: int,
                  "negative_present": s((b, num_negatives), bool)}
     if ids:
         spec |= {"query_ids": s((b,), jnp.int32), "positive_ids": s((b,), jnp.int32)}
+    if scores:
+        spec["pair_score"] = s((b,), jnp.float32)
     return spec
 
 

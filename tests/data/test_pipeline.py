@@ -91,6 +91,34 @@ def test_prompts_ids_and_negatives(quick_sources, tokenizer, prepared_dir):
             assert (labels[i] == labels[j]) == (b["positive_ids"][i] == b["positive_ids"][j])
 
 
+def test_scored_source_batches_carry_their_scores(prepared_dir, tokenizer):
+    """With a scored source in the mixture every batch has pair_score: the gold scores of its
+    pairs for the scored source, NaN for the others (the step then trains NCE on those)."""
+    srcs = pipeline.open_sources(["stsb-scored-train", "mrpc-train"], data_dir=prepared_dir, verbose=False)
+    shape = dataclasses.replace(SHAPE, num_negatives=0, scored=True)
+    pipe = pipeline.Pipeline(srcs, tokenizer, shape, seed=0, threads=0)
+    gold = {(r["query"], r["positive"]): r["score"] for r in
+            srcs[0].records.__getitems__(list(range(len(srcs[0]))))}
+    assert len(gold) > 5000
+    seen = set()
+    for b in _batches(pipe.iterator(), 12):
+        name = pipe.names[int(b["dataset"])]
+        seen.add(name)
+        if name == "mrpc-train":
+            assert np.isnan(b["pair_score"]).all()
+            continue
+        strip = len("task: sentence similarity | query: ")
+        for r in range(shape.global_batch_size):
+            q = tokenizer.decode(b["query_tokens"][r][b["query_mask"][r]].tolist())[strip:]
+            p = tokenizer.decode(b["positive_tokens"][r][b["positive_mask"][r]].tolist())[strip:]
+            if (q, p) in gold:  # pairs cut by query_len / positive_len cannot be looked up
+                assert b["pair_score"][r] == np.float32(gold[q, p])
+        assert np.isfinite(b["pair_score"]).all() and len(set(b["pair_score"].tolist())) > 1
+    assert seen == {"stsb-scored-train", "mrpc-train"}
+    assert "pair_score" not in next(pipeline.Pipeline(srcs[1:], tokenizer, dataclasses.replace(shape, scored=False),
+                                                      threads=0).iterator())
+
+
 def test_same_seed_same_batches_and_restore_after_k(quick_sources, tokenizer):
     make = lambda seed: pipeline.Pipeline(quick_sources, tokenizer, SHAPE, seed=seed)  # noqa: E731
     pipe = make(7)

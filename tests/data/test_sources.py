@@ -59,6 +59,14 @@ def test_scored_pairs_and_triplets_counts():
         assert n == total  # README counts
         ex, problems = _read("stsb", split)
         assert (len(ex), problems.total) == (kept, 0)
+        assert all(e["score"] != e["score"] for e in ex)  # thresholded pairs carry no score (NaN)
+    # The graded source keeps every pair with its gold score, in file order.
+    with open(DATA / "sts" / "stsbenchmark" / "sts-train.csv", encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f]
+    ex, problems = _read("stsb-scored", "train")
+    assert problems.total == 0 and len(ex) == len(rows) == 5749
+    assert [(e["query"], e["positive"], e["score"]) for e in ex] == [(r[5].strip(), r[6].strip(), float(r[4])) for r in rows]
+    assert "test" not in builders.registry(DATA)["stsb-scored"].readers and builders.registry(DATA)["stsb-scored"].scored
     counter = collections.Counter()
     for line, row in src.read_table(DATA / "sts" / "sts12" / "test.tsv", src.Problems("fail")):
         counter["rows"] += 1

@@ -203,6 +203,38 @@ def test_nonfinite_batch_is_skipped_and_counted():
         np.testing.assert_array_equal(a, b)
 
 
+def test_scored_batches_train_cosent_and_the_rest_nce():
+    """A batch with finite pair_score gets the MRL CoSENT loss (against NumPy); a NaN pair_score
+    column (an unscored source's batch in a run with a scored one) leaves NCE and its gradient
+    exactly as without the column."""
+    rng = np.random.default_rng(3)
+    emb = {"query": jnp.asarray(rng.normal(size=(B, 32)), jnp.float32),
+           "positive": jnp.asarray(rng.normal(size=(B, 32)), jnp.float32),
+           "negative": jnp.asarray(rng.normal(size=(B, K, 32)), jnp.float32)}
+    log_t = jnp.float32(np.log(LOSS.temperature))
+    scores = rng.uniform(0, 5, B).round(1).astype(np.float32)
+
+    def value_and_grad(batch):
+        return jax.jit(jax.value_and_grad(make_loss_fn(MODEL, LOSS, batch), has_aux=True))(emb, log_t)
+
+    (scored, m), g_scored = value_and_grad({**BATCHES[0], "pair_score": scores})
+    q, p = np.asarray(emb["query"], np.float64), np.asarray(emb["positive"], np.float64)
+    want = 0.0
+    for dim, w in zip((16, 32), LOSS.mrl_weights):
+        c = np.sum(q[:, :dim] * p[:, :dim], 1) / np.linalg.norm(q[:, :dim], axis=1) / np.linalg.norm(p[:, :dim], axis=1)
+        ordered = scores[:, None] > scores[None, :]
+        want += w * np.log1p(np.sum(np.exp((c[None, :] - c[:, None])[ordered] / LOSS.cosent_temperature)))
+    np.testing.assert_allclose(float(scored), want, rtol=1e-5)
+    np.testing.assert_allclose(float(m["cosent_loss"]), want, rtol=1e-5)
+    assert not np.any(np.asarray(g_scored["negative"]))  # CoSENT uses no negatives
+
+    (plain, _), g_plain = value_and_grad(BATCHES[0])
+    (unscored, _), g_unscored = value_and_grad({**BATCHES[0], "pair_score": np.full(B, np.nan, np.float32)})
+    assert float(unscored) == float(plain) != float(scored)
+    for a, b in zip(jax.tree.leaves(g_unscored), jax.tree.leaves(g_plain)):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_fixed_temperature_stays_fixed():
     """learn_temperature=False: the loss uses the config's temperature, the state's log_temperature
     gets an exactly zero gradient, so AdamW (decay masked off) leaves it where it was."""

@@ -22,6 +22,8 @@ import time
 
 import numpy as np
 
+from gemini_embed import runtime
+
 
 def markdown_table(results: dict[str, dict], model: str) -> str:
     lines = [f"# {model}", "", "| task | type | metric | score | n | seconds |", "|---|---|---|---|---|---|"]
@@ -73,6 +75,7 @@ def main(argv=None) -> dict:
                     help="embedding cache (default $GEMINI_EMBED_CACHE or ~/.cache/gemini_embed/embeddings)")
     ap.add_argument("--no_cache", action="store_true", help="embed everything, read and write no cache")
     args = ap.parse_args(argv)
+    runtime.setup_command()
 
     import gemini_embed as ge
     from gemini_embed.eval import runner

@@ -17,6 +17,8 @@ import json
 import os
 import sys
 
+from gemini_embed import runtime
+
 
 def parse_window(text: str) -> tuple[int, int]:
     try:
@@ -50,6 +52,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--overwrite", action="store_true")
     ap.add_argument("--keep_progress", action="store_true", help="keep OUTPUT.progress/ after merging")
     args = ap.parse_args(argv)
+    runtime.setup_command()
 
     if args.split != "train" and not args.allow_test_split:
         ap.error(f"refusing --split {args.split!r}: mined negatives are training data and must come from train "

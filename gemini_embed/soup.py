@@ -26,6 +26,8 @@ from typing import Any
 import jax
 import numpy as np
 
+from gemini_embed import runtime
+
 
 @dataclasses.dataclass(frozen=True)
 class Ingredient:
@@ -164,6 +166,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch_size", type=int, default=64, help="embedding batch for dev scoring (default: 64)")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing export at --output")
     args = ap.parse_args(argv)
+    runtime.setup_command()
     inputs = [p.strip() for p in args.inputs.split(",") if p.strip()]
     try:
         record = make_soup(inputs, args.method, args.output, dev=args.dev, data_root=args.data,

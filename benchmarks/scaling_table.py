@@ -114,7 +114,7 @@ def render(reports: list[dict]) -> str:
         "  live at once: 27B needed 98.3 GiB of temporaries per v5p chip. Inside the scan one layer's are live",
         "  at a time, and XLA compiles one layer instead of 62 (27B on v5e:16x16 compiles in about 6 minutes).",
         "- queries and passages of the same length go through the encoder as one batch (`train/step.py:",
-        "  make_embed_fn`): one gather of each weight and one gradient all-reduce per pass instead of two,",
+        "  make_tower_embed_fn`): one gather of each weight and one gradient all-reduce per pass instead of two,",
         "  which halved 27B's all-gather and all-reduce bytes.",
         "- the weight gradients travel as all-reduces, not reduce-scatters: at these per-chip batch sizes XLA's",
         "  TPU partitioner picks all-reduce + slice for the weight-gradient matmuls (seen on small proxies too).",

@@ -9,9 +9,9 @@ One stage alone (the driver passes `--config.model.init_from` for stages that st
 
 Stages (train-only data; docs/recipe.md has the measured table):
   prefinetune   SQuAD article title -> paragraph and question -> paragraph: many noisy pairs, no hard negatives
-  ft_sentences  from prefinetune: STS Benchmark train, SNLI dev triplets (contradiction = hard
-                negative), Twitter URL paraphrases (headline non-paraphrase = hard negative)
-  ft_mixed      from prefinetune: STS Benchmark train, SQuAD questions, docstring -> code, Twitter URL
+  ft_sentences  from prefinetune: STS Benchmark train with its gold scores (CoSENT), SNLI dev triplets
+                (contradiction = hard negative), Twitter URL paraphrases (headline non-paraphrase = hard negative)
+  ft_mixed      from prefinetune: STS Benchmark train (CoSENT), SQuAD questions, docstring -> code, Twitter URL
 """
 import ml_collections
 
@@ -46,11 +46,11 @@ def get_config(stage: str = "prefinetune") -> ml_collections.ConfigDict:
         c.data.query_len, c.data.positive_len = 32, 128
         c.train.steps, c.optim.lr = 40, 5e-5
     elif stage == "ft_sentences":
-        c.data.sources, c.data.rates = "stsb-train,snli-triplets-validation,twitter-url-train", "2,2,1"
+        c.data.sources, c.data.rates = "stsb-scored-train,snli-triplets-validation,twitter-url-train", "3,2,1"
         c.data.query_len, c.data.positive_len, c.data.num_negatives = 32, 32, 1
-        c.train.steps, c.optim.lr = 80, 3e-5
+        c.train.steps, c.optim.lr = 120, 3e-5
     elif stage == "ft_mixed":
-        c.data.sources, c.data.rates = "stsb-train,squad-train,code-docstring-train,twitter-url-train", "2,1,1,1"
+        c.data.sources, c.data.rates = "stsb-scored-train,squad-train,code-docstring-train,twitter-url-train", "2,1,1,1"
         c.data.query_len, c.data.positive_len = 32, 96
         c.train.steps, c.optim.lr = 60, 3e-5
     else:

@@ -11,7 +11,7 @@ version, so a changed file is prepared again instead of served stale. A file loc
 processes (hosts on one machine) prepare a dataset once.
 
 Source names: `<dataset>-<split>` of the registry (`scifact-train`, `stsb-train`, ...), or a
-user file `[FORMAT:]PATH` (FORMAT: generic (default), beir, classification, scored, bitext; see
+user file `[FORMAT:]PATH` (FORMAT: generic (default), beir, classification, scored, graded, bitext; see
 docs/data.md), which is a `train` split.
 """
 from __future__ import annotations
@@ -66,7 +66,8 @@ class DatasetSpec:
 
 
 def data_root(path=None) -> pathlib.Path:
-    """The raw data folder: `path`, else $GEMINI_EMBED_DATA, else ../shared/data next to the repo."""
+    """The raw data folder of training and evaluation: `path`, else $GEMINI_EMBED_DATA, else
+    ../shared/data next to the repo."""
     root = path or os.environ.get("GEMINI_EMBED_DATA")
     return pathlib.Path(root).expanduser() if root else pathlib.Path(__file__).resolve().parents[3] / "shared" / "data"
 
@@ -237,7 +238,7 @@ def _tatoeba(english_files, problems: src.Problems) -> Iterator[dict]:
         yield from src.bitext(_tatoeba_source(eng), eng, problems)
 
 
-FILE_FORMATS = ("generic", "beir", "classification", "scored", "bitext")
+FILE_FORMATS = ("generic", "beir", "classification", "scored", "graded", "bitext")
 
 
 def file_spec(spec: str) -> DatasetSpec:
@@ -245,7 +246,7 @@ def file_spec(spec: str) -> DatasetSpec:
 
     generic: JSONL/TSV (query, positive[, negatives, task, title]); beir: a BEIR folder (qrels/train.tsv);
     classification: CSV/TSV/JSONL (text, label); scored: TSV (sentence1, sentence2, score >= 4 of 5);
-    bitext: TSV (sentence1, sentence2).
+    graded: the same TSV, every pair with its score (trained with CoSENT); bitext: TSV (sentence1, sentence2).
     """
     fmt, _, path = spec.partition(":") if spec.split(":", 1)[0] in FILE_FORMATS else ("generic", "", spec)
     path = pathlib.Path(path).expanduser()
@@ -258,11 +259,14 @@ def file_spec(spec: str) -> DatasetSpec:
         "classification": (functools.partial(src.classification, path), "classification", DOCUMENT_TASK),
         "scored": (functools.partial(src.pairs_table, path, first="sentence1", second="sentence2", score="score",
                                      threshold=SCORE_THRESHOLD), "sentence similarity", "sentence similarity"),
+        "graded": (functools.partial(src.pairs_table, path, first="sentence1", second="sentence2", score="score"),
+                   "sentence similarity", "sentence similarity"),
         "bitext": (functools.partial(src.pairs_table, path, first="sentence1", second="sentence2"),
                    "sentence similarity", "sentence similarity"),
     }[fmt]
     files = tuple(sorted(p for p in path.rglob("*") if p.is_file())) if path.is_dir() else (path,)
-    return DatasetSpec(name, {"train": readers[0]}, files, readers[1], readers[2], f"{fmt} file {path}", (fmt,))
+    return DatasetSpec(name, {"train": readers[0]}, files, readers[1], readers[2], f"{fmt} file {path}", (fmt,),
+                       scored=fmt == "graded")
 
 
 def resolve_source(name: str, root=None) -> tuple[DatasetSpec, str]:
@@ -277,6 +281,16 @@ def resolve_source(name: str, root=None) -> tuple[DatasetSpec, str]:
     known = sorted(f"{d}-{s}" for d, spec in reg.items() for s in spec.readers)
     raise ValueError(f"unknown training source {name!r}: not a registered dataset-split ({', '.join(known)}) "
                      f"nor a file path")
+
+
+def is_graded(name: str, root=None) -> bool:
+    """Whether source `name` has graded scores (CoSENT batches), without opening any file."""
+    name = name.strip()
+    dataset, _, split = name.rpartition("-")
+    reg = registry(root)
+    if dataset in reg and split in reg[dataset].readers:
+        return reg[dataset].scored
+    return name.split(":", 1)[0] == "graded"
 
 
 # ----------------------------------------------------------------------------- tfds builder

@@ -50,11 +50,20 @@ def encode_documents(encode: Encode, titles: Sequence[str | None], texts: Sequen
     return encode([(f"{t or ''} {x}").strip() for t, x in zip(titles, texts)], task=doc_task if use_prompts else None)
 
 
+def encode_pairs(encode: Encode, first: Sequence[str], second: Sequence[str], task: Task,
+                 use_prompts: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Both sides of a symmetric pair task in one call, each distinct text once: fewer part-full
+    batches, and sentences that recur across pairs (frequent in STS data) are embedded once."""
+    unique = list(dict.fromkeys([*first, *second]))
+    emb = encode_queries(encode, unique, task, use_prompts)
+    row = {t: i for i, t in enumerate(unique)}
+    return emb[[row[t] for t in first]], emb[[row[t] for t in second]]
+
+
 # ----------------------------------------------------------------------------- STS
 def evaluate_sts(encode: Encode, data: ds.STSData, task: Task, use_prompts: bool = True) -> dict:
     """Cosine of each pair against the gold score: Spearman (main) and Pearson."""
-    e1 = encode_queries(encode, data.sentences1, task, use_prompts)
-    e2 = encode_queries(encode, data.sentences2, task, use_prompts)
+    e1, e2 = encode_pairs(encode, data.sentences1, data.sentences2, task, use_prompts)
     cos = cosine_pairs(e1, e2)
     scores = {"cosine_spearman": metrics.spearman(cos, data.scores),
               "cosine_pearson": metrics.pearson(cos, data.scores)}
@@ -64,8 +73,7 @@ def evaluate_sts(encode: Encode, data: ds.STSData, task: Task, use_prompts: bool
 # ----------------------------------------------------------------------------- pair classification
 def evaluate_pair_classification(encode: Encode, data: ds.PairData, task: Task, use_prompts: bool = True) -> dict:
     """Cosine of each pair as the score for label 1: average precision (main), best acc/F1."""
-    e1 = encode_queries(encode, data.sentences1, task, use_prompts)
-    e2 = encode_queries(encode, data.sentences2, task, use_prompts)
+    e1, e2 = encode_pairs(encode, data.sentences1, data.sentences2, task, use_prompts)
     cos = cosine_pairs(e1, e2).astype(np.float64)
     acc, acc_t = metrics.best_accuracy_threshold(cos, data.labels)
     f1, precision, recall, f1_t = metrics.best_f1_threshold(cos, data.labels)

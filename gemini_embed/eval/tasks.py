@@ -23,6 +23,7 @@ import pathlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from gemini_embed.data.builders import data_root  # one data folder for training and evaluation
 from gemini_embed.eval import datasets as ds
 
 TASK_TYPES = ("sts", "retrieval", "classification", "clustering", "pair_classification", "bitext", "reranking")
@@ -67,15 +68,6 @@ MAIN_METRIC = {
     "bitext": "f1",
     "reranking": "map",
 }
-
-
-def data_root(path: str | os.PathLike | None = None) -> pathlib.Path:
-    """The benchmark data folder: `path`, else $GEMINI_EMBED_DATA, else ../shared/data."""
-    if path is None:
-        path = os.environ.get("GEMINI_EMBED_DATA")
-    if path is None:
-        path = pathlib.Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    return pathlib.Path(path)
 
 
 # ----------------------------------------------------------------------------- registry

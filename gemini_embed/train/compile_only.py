@@ -1,7 +1,7 @@
 """Compile-only mode of the train command: prove a config shards, fits and communicates on a pod
 without one (and without weights).
 
-    python -m gemini_embed.main --config experiments/gemma3_27b.py --workdir runs/c27 \\
+    python -m gemini_embed.main --config experiments/gemma3_27b_pod.py --workdir runs/c27 \\
         --compile_only --topology v5e:16x16
 
 Builds the mesh over the topology's devices (TPU device descriptions from libtpu, which compiles
@@ -28,9 +28,9 @@ import numpy as np
 from gemini_embed import sharding
 from gemini_embed.model.embedding_model import EmbeddingModel
 from gemini_embed.pretrained import architecture
-from gemini_embed.train import hlo_costs
-from gemini_embed.train import state as state_lib
-from gemini_embed.train.step import batch_spec, make_train_step, memory_report
+from gemini_embed.train import hlo_costs, setup
+from gemini_embed.train.state import with_shardings
+from gemini_embed.train.step import memory_report
 
 log = logging.getLogger("gemini_embed.compile")
 GiB = 2 ** 30
@@ -109,14 +109,6 @@ def _mesh(c, devices):
     return mesh
 
 
-def _setup(c):
-    model_cfg = architecture(c.model.name, **dict(c.model.get("overrides", {})))
-    warmup = min(c.optim.warmup_steps, max(c.train.steps - 1, 0))  # as train/loop.py builds it
-    optim_cfg = state_lib.OptimConfig(**{**c.optim.to_dict(), "warmup_steps": warmup, "total_steps": c.train.steps})
-    loss_cfg = state_lib.LossConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.loss.to_dict().items()})
-    return model_cfg, optim_cfg, loss_cfg
-
-
 def model_flops_per_step(model_cfg, sequences: int, seq_len: int) -> float:
     """Useful FLOPs of one step (the MFU numerator): 6 x matmul params x tokens (forward and
     backward; the projection once per sequence) plus attention scores and mixing, 12 x layers x L
@@ -178,9 +170,9 @@ def _biggest_arguments(abstract_state, n: int = 5) -> list[str]:
     return [f"{p} {tuple(s)} -> per chip {tuple(sh)}: {b / GiB:.2f} GiB" for b, p, s, sh in rows[:n]]
 
 
-def _compile(fn, *args, what: str, abstract_state=None, hbm: float | None):
+def _compile(lowered, *, what: str, abstract_state=None, hbm: float | None):
     try:
-        return fn.lower(*args).compile()
+        return lowered.compile()
     except Exception as e:  # the TPU compiler's own out-of-memory report names its largest buffers
         text = str(e)
         if "RESOURCE_EXHAUSTED" not in text and "Ran out of memory" not in text:
@@ -194,18 +186,12 @@ def compile_report(c, topology: str, hbm_gib: float | None = None) -> dict:
     """Compile the train step and embed function of config `c` for `topology`; the report dict."""
     devices, chip = topology_devices(topology)
     hbm = hbm_gib * GiB if hbm_gib else (chip.hbm_bytes if chip else None)
-    model_cfg, optim_cfg, loss_cfg = _setup(c)
-    model = EmbeddingModel(model_cfg)
-    mesh = _mesh(c, devices)
+    model_cfg = architecture(c.model.name, **dict(c.model.get("overrides", {})))
+    run = setup.build(c, model_cfg, _mesh(c, devices))  # exactly what train/loop.py compiles
+    model, mesh, abstract, k = run.model, run.mesh, run.abstract_state, run.num_negatives
     b, lq, lp = c.train.global_batch_size, c.data.query_len, c.data.positive_len
-    shardings = state_lib.train_state_shardings(model, optim_cfg, loss_cfg, mesh)
-    abstract = state_lib.with_shardings(state_lib.abstract_train_state(model, optim_cfg, loss_cfg), shardings)
-    step_fn = make_train_step(model, state_lib.make_optimizer(optim_cfg), loss_cfg, mesh, shardings,
-                              c.train.grad_cache_chunk_size)
-    k = int(c.data.get("num_negatives", 0) or 0)  # hard negatives per row, as train/loop.py feeds them
-    spec = batch_spec(mesh, b, lq, lp, num_negatives=k, negative_len=lp)
-    compiled = _compile(step_fn, abstract, spec, what="the train step",
-                        abstract_state=abstract, hbm=hbm)
+    lowered = run.lower()
+    compiled = _compile(lowered, what="the train step", abstract_state=abstract, hbm=hbm)
     memory = memory_report(compiled)
     memory["total"] = memory["argument"] + memory["output"] - memory["alias"] + memory["temp"]
     if hbm and memory["total"] > hbm:
@@ -229,6 +215,7 @@ def compile_report(c, topology: str, hbm_gib: float | None = None) -> dict:
         "model": c.model.name, "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract.params))),
         "mesh": dict(mesh.shape), "global_batch": b, "query_len": lq, "positive_len": lp, "num_negatives": k,
         "grad_cache_chunk_size": int(c.train.grad_cache_chunk_size),
+        "train_step_program": setup.fingerprint(lowered),
         "compute_dtype": str(getattr(model_cfg.encoder, "dtype", "float32")),
         "remat": bool(getattr(model_cfg.encoder, "remat", False)),
         "memory_per_chip": memory, "hbm_per_chip": hbm,
@@ -237,7 +224,7 @@ def compile_report(c, topology: str, hbm_gib: float | None = None) -> dict:
         "model_flops_per_step": useful, "collective_bytes_per_step_per_chip": by_kind,
         "collectives": [dataclasses.asdict(x) | {"bytes_per_step": x.bytes_per_step} for x in colls[:40]],
         "hlo_notes": notes,
-        "negatives_collectives": _negatives_collectives(colls, b, set(loss_cfg.mrl_dims or model_cfg.mrl_dims)
+        "negatives_collectives": _negatives_collectives(colls, b, set(run.loss.mrl_dims or model_cfg.mrl_dims)
                                                    | {model_cfg.output_dim}),
         "activation_all_gathers": _activation_gathers(colls, {lq, lp}),
     }
@@ -263,10 +250,11 @@ def _embed_report(model, mesh, rows: int, length: int, hbm) -> dict:
 
     boxed = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 8), jnp.int32), jnp.ones((1, 8), bool))
     param_sh = sharding.param_shardings(boxed, mesh)
-    params = state_lib.with_shardings(nn.meta.unbox(boxed), param_sh)
+    params = with_shardings(nn.meta.unbox(boxed), param_sh)
     tok = jax.ShapeDtypeStruct((rows, length), jnp.int32, sharding=sharding.batch_sharding(mesh))
     mask = jax.ShapeDtypeStruct((rows, length), bool, sharding=sharding.batch_sharding(mesh))
-    compiled = _compile(make_embed_fn(model, mesh, param_sh), params, tok, mask, what="the embed function", hbm=hbm)
+    compiled = _compile(make_embed_fn(model, mesh, param_sh).lower(params, tok, mask), what="the embed function",
+                        hbm=hbm)
     mem = memory_report(compiled)
     cost = compiled.cost_analysis() or {}
     cost = cost[0] if isinstance(cost, list) else cost
@@ -275,7 +263,7 @@ def _embed_report(model, mesh, rows: int, length: int, hbm) -> dict:
             "flops_per_call_per_chip": float(cost.get("flops", 0.0))}
 
 
-def format_table(r: dict) -> str:
+def format_report(r: dict) -> str:
     """The printed summary of a report."""
     m, hbm = r["memory_per_chip"], r["hbm_per_chip"]
     rows = [("model / topology", f"{r['model']} ({r['params'] / 1e9:.2f}B params) on {r['topology']} "
@@ -327,5 +315,5 @@ def run(c, workdir: str, topology: str | None = None, hbm_gib: float | None = No
     out.mkdir(parents=True, exist_ok=True)
     (out / "train_step.hlo.txt").write_text(report.pop("_hlo_text"))  # the evidence behind the numbers
     (out / "compile_report.json").write_text(json.dumps(report, indent=1, default=str))
-    print(format_table(report), flush=True)
+    print(format_report(report), flush=True)
     return report

@@ -19,11 +19,10 @@ from tqdm.auto import tqdm
 from gemini_embed import sharding
 from gemini_embed.data import pipeline as data_pipeline
 from gemini_embed.embed import Embedder
-from gemini_embed.model.embedding_model import EmbeddingModel
 from gemini_embed.pretrained import resolve
-from gemini_embed.train import provenance, state as state_lib
+from gemini_embed.train import provenance, setup, state as state_lib
 from gemini_embed.train.checkpoint import Checkpointer
-from gemini_embed.train.step import batch_spec, compile_train_step, make_train_step
+from gemini_embed.train.step import compile_train_step
 
 log = logging.getLogger("gemini_embed.train")
 
@@ -98,13 +97,9 @@ def train(config, workdir: str) -> dict:
     init_from = str(pathlib.Path(c.model.init_from).resolve()) if c.model.get("init_from") else None
     pretrained = resolve(init_from, max_length=model_overrides.get("max_length")) if init_from else \
         resolve(c.model.name, **model_overrides)
-    model = EmbeddingModel(pretrained.config)
-    warmup = min(c.optim.warmup_steps, max(c.train.steps - 1, 0))  # a short run still decays
-    optim_cfg = state_lib.OptimConfig(**{**c.optim.to_dict(), "warmup_steps": warmup, "total_steps": c.train.steps})
-    loss_cfg = state_lib.LossConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.loss.to_dict().items()})
     mesh = sharding.make_mesh(c.mesh.data, c.mesh.fsdp, c.mesh.tensor)
-    shardings = state_lib.train_state_shardings(model, optim_cfg, loss_cfg, mesh)
-    abstract = state_lib.with_shardings(state_lib.abstract_train_state(model, optim_cfg, loss_cfg), shardings)
+    run = setup.build(c, pretrained.config, mesh)
+    model, shardings, abstract = run.model, run.shardings, run.abstract_state
     meta_config = {"train": c.to_dict(), "model": pretrained.spec()}
     ckpt = Checkpointer(workdir, save_every=c.checkpoint.every, keep=c.checkpoint.keep, config=meta_config)
 
@@ -116,7 +111,7 @@ def train(config, workdir: str) -> dict:
         start = 0
         if lead:
             provenance.write(workdir, provenance.for_run(c.to_dict(), init_from))
-        state = state_lib.init_train_state(model, optim_cfg, loss_cfg, jax.random.key(c.train.seed),
+        state = state_lib.init_train_state(model, run.optim, run.loss, jax.random.key(c.train.seed),
                                            params=pretrained.params, shardings=shardings)
     peak = measured_peak_flops()  # before the data pipeline's threads start competing for the cores
     data = data_pipeline.from_config(c.data, c.train.global_batch_size, pretrained.tokenizer,
@@ -127,12 +122,11 @@ def train(config, workdir: str) -> dict:
         raise ValueError(f"{workdir}: the checkpoint of step {start} holds no data-iterator state, so the run "
                          f"cannot resume exactly; start a new workdir (model.init_from={workdir} keeps its params)")
     batches = data.iterator(data_state if start else None)
-    step_fn = make_train_step(model, state_lib.make_optimizer(optim_cfg), loss_cfg, mesh, shardings,
-                              c.train.grad_cache_chunk_size)
-    spec = batch_spec(mesh, c.train.global_batch_size, c.data.query_len, c.data.positive_len,
-                      num_negatives=data.shape.num_negatives, negative_len=c.data.positive_len,
-                      scores=data.shape.scored)
-    compiled, memory = compile_train_step(step_fn, abstract, spec)
+    if (data.shape.num_negatives, data.shape.scored) != (run.num_negatives, run.scored):
+        raise AssertionError(f"pipeline batch {data.shape} differs from the compiled step's "
+                             f"(negatives {run.num_negatives}, scored {run.scored})")
+    lowered = run.lower()
+    compiled, memory = compile_train_step(lowered)
     flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
     if lead:
         print(f"compiled train step: {flops / 1e9:.1f} GFLOP/step; memory per device "
@@ -180,7 +174,7 @@ def train(config, workdir: str) -> dict:
     ckpt.close()
     writer.close()
     summary = {"steps": c.train.steps, "resumed_from": start, "gflop_per_step": flops / 1e9,
-               "memory_bytes": memory}
+               "memory_bytes": memory, "train_step_program": setup.fingerprint(lowered)}
     if c.eval.tasks and lead and jax.process_count() == 1:
         after = evaluate_params(pretrained, jax.device_get(state.model_params), c.eval.tasks)
         summary["eval"] = {"before": before, "after": after}

@@ -71,7 +71,7 @@ def _tower_inputs(batch: dict[str, Any]) -> dict[str, tuple[jax.Array, jax.Array
     return out
 
 
-def make_embed_fn(model: nn.Module):
+def make_tower_embed_fn(model: nn.Module):
     """(model variables, tower inputs) -> {"query": [B, E], "positive": [B, E], "negative": [B, K, E]}.
 
     Towers of equal sequence length run through the encoder as one batch: one pass, so one FSDP
@@ -150,7 +150,7 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
     grad_norm, learning_rate (the lr this update used), skipped (1 if the update was skipped), and
     skipped_total (the state's count).
     """
-    embed_fn = make_embed_fn(model)
+    embed_fn = make_tower_embed_fn(model)
     param_shardings = state_shardings.params["model"]
 
     def train_step(state: TrainState, batch: dict[str, Any]):
@@ -207,11 +207,10 @@ def batch_spec(mesh: Mesh, global_batch: int, query_len: int, positive_len: int,
     return spec
 
 
-def compile_train_step(train_step, abstract_state: Any, abstract_batch: Any):
-    """Lower and compile ahead of time (inputs: ShapeDtypeStructs with shardings, e.g.
-    `state.with_shardings(abstract_train_state(...), shardings)` and `batch_spec(...)`), and log
-    the compiled memory use. Returns (compiled, memory report dict in bytes)."""
-    compiled = train_step.lower(abstract_state, abstract_batch).compile()
+def compile_train_step(lowered):
+    """Compile a lowered train step (`Run.lower()`, train/setup.py) ahead of time and log the
+    compiled memory use. Returns (compiled, memory report dict in bytes)."""
+    compiled = lowered.compile()
     report = memory_report(compiled)
     log.info("train step compiled: %s", ", ".join(f"{k}={v / 2**20:.1f} MiB" for k, v in report.items()))
     return compiled, report

@@ -120,6 +120,20 @@ def test_bitext_counts():
     assert deu["positive"] == "Mary said she didn't know where Tom was."
 
 
+def test_graded_file_keeps_every_pair_with_its_score(tmp_path):
+    """A user's `graded:` TSV: every row, with its score, on a scored spec (CoSENT); `scored:` keeps >= 4."""
+    with open(DATA / "sts" / "stsbenchmark" / "sts-dev.csv", encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f][:200]
+    path = tmp_path / "pairs.tsv"
+    path.write_text("sentence1\tsentence2\tscore\n" + "".join(f"{r[5]}\t{r[6]}\t{r[4]}\n" for r in rows))
+    spec, split = builders.resolve_source(f"graded:{path}")
+    ex = list(spec.readers[split](src.Problems("fail")))
+    assert spec.scored and [(e["query"], e["score"]) for e in ex] == [(r[5].strip(), float(r[4])) for r in rows]
+    spec, split = builders.resolve_source(f"scored:{path}")
+    kept = list(spec.readers[split](src.Problems("fail")))
+    assert not spec.scored and len(kept) == sum(float(r[4]) >= 4 for r in rows) > 0
+
+
 def test_generic_jsonl_and_tsv_from_real_triplets(tmp_path):
     """The generic format (what hard-negative mining writes) on real SNLI triplets, both encodings."""
     ex, _ = _read("snli-triplets", "validation")

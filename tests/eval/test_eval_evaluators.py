@@ -151,7 +151,8 @@ def test_evaluate_runner_dims_and_table(tmp_path):
     enc = BagOfWords()
     res = evaluate(enc, [f"sts:{p}"], dims=[16, 32], progress=False)
     assert list(res) == [f"sts:{p}@16", f"sts:{p}@32"]
-    assert len(enc.calls) == 2  # each side encoded once, reused for both dims
+    # both sides in one call, each distinct text once, reused for both dims
+    assert enc.calls == [("sentence similarity", None, ["a b", "x", "a c", "y"])]
     assert res[f"sts:{p}@16"]["dims"] == 16 and res[f"sts:{p}@16"]["seconds"] >= 0
     res = evaluate(enc, f"sts:{p}", dims=16, progress=False)
     assert list(res) == [f"sts:{p}"]

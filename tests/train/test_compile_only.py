@@ -18,9 +18,9 @@ import pytest
 
 from gemini_embed.train import compile_only, hlo_costs
 
+from experiments import tiny
+
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "experiments"))
-import tiny  # noqa: E402
 
 GiB = 2 ** 30
 
@@ -52,6 +52,23 @@ def test_cpu8_command_writes_a_sane_report(tmp_path):
     assert r["activation_all_gathers"] == []
     assert r["embed_fn"]["flops_per_call_per_chip"] > 0
     assert "negatives all-gather" in p.stdout and "bytes per chip" in p.stdout
+
+
+def test_compile_only_lowers_the_program_that_trains(tmp_path):
+    """Both paths build their step with train/setup.py: the StableHLO the train loop compiles (and
+    runs) equals what compile-only lowers for the same config, here with hard negatives and a
+    graded source (the pair_score column)."""
+    from gemini_embed.train.loop import train
+
+    c = tiny.get_config()
+    c.data.sources, c.data.num_negatives = "stsb-scored-train,snli-triplets-validation", 1
+    c.train.steps, c.checkpoint.every = 1, 1
+    trained = train(c, str(tmp_path / "run"))["train_step_program"]
+    r = compile_only.compile_report(c, f"cpu:{len(jax.devices('cpu'))}")
+    assert r["train_step_program"] == trained
+    assert r["num_negatives"] == 1
+    c.data.sources = "snli-triplets-validation"  # no graded source: another program
+    assert compile_only.compile_report(c, f"cpu:{len(jax.devices('cpu'))}")["train_step_program"] != trained
 
 
 @pytest.mark.skipif(importlib.util.find_spec("libtpu") is None,

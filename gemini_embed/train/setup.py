@@ -1,0 +1,71 @@
+"""One way to build a training run from a config: used by the train loop and by compile-only.
+
+`build(config, model_config, mesh)` gives the typed configs, the train-state shardings and
+abstract state, the jitted step and the abstract batch it is compiled for. The loop then fills
+the state with real params and feeds real batches; compile-only lowers the same program for a
+TPU topology. Both call this, so compile-only proves the step that trains
+(`tests/train/test_compile_only.py` compares the two programs).
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from typing import Any
+
+from jax.sharding import Mesh
+
+from gemini_embed.data import builders
+from gemini_embed.model.embedding_model import EmbeddingModel, EmbeddingModelConfig
+from gemini_embed.train import state as state_lib
+from gemini_embed.train.step import batch_spec, make_train_step
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    model: EmbeddingModel
+    optim: state_lib.OptimConfig
+    loss: state_lib.LossConfig
+    mesh: Mesh
+    shardings: state_lib.TrainState  # of the train state, leaf by leaf
+    abstract_state: state_lib.TrainState  # ShapeDtypeStructs with those shardings: nothing allocated
+    step_fn: Any  # jitted (state, batch) -> (state, metrics)
+    batch: dict  # the global batch's ShapeDtypeStructs, sharded over the batch axes
+    num_negatives: int
+    scored: bool  # the batch has a pair_score column (a graded source is in the mixture)
+
+    def lower(self):
+        """The train step lowered for the abstract state and batch (nothing allocated)."""
+        return self.step_fn.lower(self.abstract_state, self.batch)
+
+
+def fingerprint(lowered) -> str:
+    """Hash of a lowered program's StableHLO: equal hashes, the same program."""
+    return hashlib.sha256(lowered.as_text().encode()).hexdigest()[:16]
+
+
+def typed_configs(c) -> tuple[state_lib.OptimConfig, state_lib.LossConfig]:
+    """The config's optim and loss blocks as dataclasses. Warmup is capped below the step count,
+    so a short run still decays."""
+    warmup = min(c.optim.warmup_steps, max(c.train.steps - 1, 0))
+    optim = state_lib.OptimConfig(**{**c.optim.to_dict(), "warmup_steps": warmup, "total_steps": c.train.steps})
+    loss = state_lib.LossConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.loss.to_dict().items()})
+    return optim, loss
+
+
+def source_names(c) -> list[str]:
+    return [n.strip() for n in str(c.data.get("sources") or "").split(",") if n.strip()]
+
+
+def build(c, model_config: EmbeddingModelConfig, mesh: Mesh) -> Run:
+    """Everything the train step needs, built from config `c` for `model_config` on `mesh`."""
+    model = EmbeddingModel(model_config)
+    optim, loss = typed_configs(c)
+    shardings = state_lib.train_state_shardings(model, optim, loss, mesh)
+    abstract = state_lib.with_shardings(state_lib.abstract_train_state(model, optim, loss), shardings)
+    step_fn = make_train_step(model, state_lib.make_optimizer(optim), loss, mesh, shardings,
+                              c.train.grad_cache_chunk_size)
+    k = int(c.data.get("num_negatives") or 0)
+    scored = any(builders.is_graded(n, c.data.get("root") or None) for n in source_names(c))
+    spec = batch_spec(mesh, c.train.global_batch_size, c.data.query_len, c.data.positive_len,
+                      num_negatives=k, negative_len=c.data.positive_len, scores=scored)
+    return Run(model, optim, loss, mesh, shardings, abstract, step_fn, spec, k, scored)

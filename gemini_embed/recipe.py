@@ -61,6 +61,22 @@ def _finished(stage_dir: pathlib.Path, steps: int) -> bool:
     return (stage_dir / "checkpoints" / str(steps)).is_dir()
 
 
+TRAINING_BLOCKS = ("data", "train", "optim", "loss")  # config blocks that change what a stage learns
+
+
+def changed_config(stage_dir: pathlib.Path, config) -> list[str]:
+    """The config keys (block.key) that differ from those `stage_dir` was started with (its
+    provenance.json); [] for a new stage. Resuming a stage under another config would mix two runs."""
+    path = stage_dir / "provenance.json"
+    if not path.exists():
+        return []
+    before = json.loads(path.read_text())["config"]
+    now = json.loads(json.dumps(config.to_dict(), default=str))
+    return sorted(f"{block}.{k}" for block in TRAINING_BLOCKS
+                  for k in set(before.get(block, {})) | set(now.get(block, {}))
+                  if before.get(block, {}).get(k) != now.get(block, {}).get(k))
+
+
 def run(recipe_path: str, workdir: str, *, only_tables: bool = False) -> pathlib.Path:
     r = load_recipe(recipe_path)
     w = pathlib.Path(workdir).resolve()
@@ -69,7 +85,12 @@ def run(recipe_path: str, workdir: str, *, only_tables: bool = False) -> pathlib
     py = sys.executable
     rows: dict[str, str] = {"raw": f"{r.RAW}"}
     for stage, parent in r.STAGES.items():
-        steps = r.get_config(stage).train.steps
+        config = r.get_config(stage)
+        changed = changed_config(w / stage, config)
+        if changed and not only_tables:
+            raise SystemExit(f"error: {w / stage} was started with another config ({', '.join(changed)} differ "
+                             f"from {recipe_path}); use a new --workdir, or delete that stage to retrain it")
+        steps = config.train.steps
         cmd = [py, "-m", "gemini_embed.main", "--config", f"{recipe_path}:{stage}", "--workdir", str(w / stage)]
         if parent:
             cmd.append(f"--config.model.init_from={w / parent}")

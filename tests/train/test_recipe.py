@@ -33,3 +33,19 @@ def test_recipe_runs_every_step_once_and_resumes(tmp_path):
     (w / "eval" / "soup.json").unlink()  # as if the driver had been killed during the last evaluation
     recipe.run(RECIPE, str(w))
     assert _steps(w)[9:] == ["eval soup"]
+
+
+def test_a_stage_started_with_another_config_is_refused(tmp_path):
+    """A stage whose provenance records another training config is not resumed under the new one."""
+    config = recipe.load_recipe(RECIPE).get_config("stage1")
+    stage = tmp_path / "stage1"
+    stage.mkdir()
+    provenance.write(stage, provenance.for_run(config.to_dict(), None))
+    assert recipe.changed_config(stage, config) == []
+    config.train.steps += 10
+    config.data.rates = "1,2"
+    assert recipe.changed_config(stage, config) == ["data.rates", "train.steps"]
+    provenance.write(stage, provenance.for_run(config.to_dict(), None))  # as if started with those
+    with pytest.raises(SystemExit, match=r"stage1 was started with another config \(data.rates, train.steps"):
+        recipe.run(RECIPE, str(tmp_path))
+    assert not (tmp_path / "commands.log").exists()  # nothing ran

@@ -13,6 +13,7 @@ with the CPU time of each step) and WORKDIR/curves.png (loss and in-batch accura
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import os
@@ -72,9 +73,20 @@ def changed_config(stage_dir: pathlib.Path, config) -> list[str]:
         return []
     before = json.loads(path.read_text())["config"]
     now = json.loads(json.dumps(config.to_dict(), default=str))
-    return sorted(f"{block}.{k}" for block in TRAINING_BLOCKS
-                  for k in set(before.get(block, {})) | set(now.get(block, {}))
-                  if before.get(block, {}).get(k) != now.get(block, {}).get(k))
+    # A key that one side lacks (added to the configs since) counts as unchanged at its default.
+    from gemini_embed.train.state import LossConfig, OptimConfig
+
+    defaults = {block: json.loads(json.dumps({f.name: f.default for f in dataclasses.fields(cls)}))
+                for block, cls in (("optim", OptimConfig), ("loss", LossConfig))}
+    missing = object()
+    changed = []
+    for block in TRAINING_BLOCKS:
+        old, new, default = before.get(block, {}), now.get(block, {}), defaults.get(block, {})
+        for k in sorted(set(old) | set(new)):
+            a, b = old.get(k, default.get(k, missing)), new.get(k, default.get(k, missing))
+            if a is missing or b is missing or a != b:
+                changed.append(f"{block}.{k}")
+    return changed
 
 
 def run(recipe_path: str, workdir: str, *, only_tables: bool = False) -> pathlib.Path:

@@ -40,8 +40,13 @@ def test_a_stage_started_with_another_config_is_refused(tmp_path):
     config = recipe.load_recipe(RECIPE).get_config("stage1")
     stage = tmp_path / "stage1"
     stage.mkdir()
-    provenance.write(stage, provenance.for_run(config.to_dict(), None))
+    record = provenance.for_run(config.to_dict(), None)
+    del record["config"]["loss"]["cosent_temperature"]  # a key added since, left at its default: no change
+    provenance.write(stage, record)
     assert recipe.changed_config(stage, config) == []
+    config.loss.cosent_temperature = 0.1
+    assert recipe.changed_config(stage, config) == ["loss.cosent_temperature"]
+    config.loss.cosent_temperature = 0.05
     config.train.steps += 10
     config.data.rates = "1,2"
     assert recipe.changed_config(stage, config) == ["data.rates", "train.steps"]

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from gemini_embed import sharding
 from gemini_embed.model.embedding_model import EmbeddingModel, EmbeddingModelConfig
 from gemini_embed.normalize import mrl_truncate
+from gemini_embed.pretrained import resolve
 from gemini_embed.tokenize import apply_prompt
 
 MIN_BUCKET = 16
@@ -78,11 +79,12 @@ class Embedder:
         """A registered name ("gemma3-270m", "all-minilm-l6-v2") or a local directory.
 
         Keyword overrides change the model's config, e.g. `projection=None`, `max_length=2048`,
-        `mrl_dims=(128, 768)`, `dtype="bfloat16"`, `attention="causal"`.
+        `mrl_dims=(128, 768)`, `dtype="bfloat16"`, `attention="causal"`. A trained model (a workdir or
+        export) keeps the head it was trained with: only `max_length` and encoder fields apply.
         """
-        from gemini_embed.pretrained import load
-
-        return load(name_or_path, **overrides)
+        p = resolve(name_or_path, **overrides)
+        return cls(p.config, p.params, p.tokenizer, max_length=p.max_length, uses_prompts=p.uses_prompts, name=p.name,
+                   provenance=p.provenance)
 
     # ------------------------------------------------------------------ properties
     @property

@@ -129,3 +129,20 @@ def test_a_stage_starts_from_another_runs_params_with_a_fresh_optimizer(tmp_path
     model = ge.Embedder.from_pretrained(str(tmp_path / "s2"))
     assert model.provenance == rec
     assert isinstance(ml_collections.ConfigDict(rec["config"]), ml_collections.ConfigDict)
+
+
+def test_a_trained_model_keeps_its_head_and_takes_encoder_overrides(tmp_path):
+    """An export loads with its trained projection; asking for another head is a clear error, not
+    silently ignored, while encoder overrides (here the compute dtype) apply."""
+    a = _export(tmp_path / "a", 0)
+    assert resolve(str(a)).config.projection == (32,)
+    with pytest.raises(ValueError, match=r"trained with projection \(32,\); projection=None"):
+        resolve(str(a), projection=None)
+    with pytest.raises(ValueError, match=r"trained with MRL dims \(16, 32\), not \(8, 32\)"):
+        resolve(str(a), mrl_dims=(8, 32))
+    assert resolve(str(a), projection=(32,), mrl_dims=(16, 32)).config.mrl_dims == (16, 32)  # the same: fine
+    low = ge.Embedder.from_pretrained(str(a), dtype="bfloat16")
+    assert low.config.encoder.dtype == "bfloat16"
+    full = ge.Embedder.from_pretrained(str(a)).embed(["a man plays a guitar"])
+    got = low.embed(["a man plays a guitar"])
+    assert not np.array_equal(got, full) and float((got @ full.T)[0, 0]) > 0.99  # bf16 compute, same model

@@ -165,7 +165,7 @@ def _scifact_pairs():
 def test_scorer_matches_transformers_on_scifact_pairs():
     torch = require("torch")
     transformers = require("transformers")
-    from gemini_embed.data.mining import QueryLikelihoodScorer
+    from gemini_embed.llm.scoring import QueryLikelihoodScorer
     from gemini_embed.weights.packaged import gemma3_270m_gguf
 
     pairs = _scifact_pairs()

@@ -10,169 +10,21 @@ Every reader yields examples as plain dicts (what the tfds builders store)::
 
 Bad input (a malformed line, a missing field, an empty text, an unknown id in qrels, invalid
 UTF-8, an unparsable value) goes to a `Problems` object, which either raises `DataError` naming
-file, line, field and value (on_error="fail") or counts and skips it (on_error="skip").
+file, line, field and value (on_error="fail") or counts and skips it (on_error="skip"). The line,
+table and BEIR readers underneath are shared with evaluation: data/files.py.
 """
 from __future__ import annotations
 
 import collections
-import csv
 import functools
-import gzip
 import json
-import logging
 import pathlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
+from gemini_embed.data.files import (BAD_LINE, DataError, Problems, read_beir, read_jsonl,  # noqa: F401
+                                     read_lines, read_table, text_field)
 from gemini_embed.tokenize import QUERY_TASKS
-
-csv.field_size_limit(1 << 30)
-log = logging.getLogger(__name__)
-
-_BAD_LINE = "\x00gemini_embed:undecodable\x00"  # stands in for a line already reported as bad UTF-8
-
-
-class DataError(ValueError):
-    """Bad training input; the message names the file and the 1-based line."""
-
-    def __init__(self, path, line: int | None, reason: str, detail: str):
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {reason}: {detail}")
-        self.path, self.line, self.reason = str(path), line, reason
-
-
-class Problems:
-    """The bad-input policy of one preparation: fail at the first problem, or skip and count.
-
-    Skipped problems are counted per reason and per file; the first `max_logged` are logged with
-    their location, and `summary()` gives the counts printed at the end of a preparation.
-    """
-
-    def __init__(self, on_error: str = "skip", max_logged: int = 10):
-        if on_error not in ("skip", "fail"):
-            raise ValueError(f"on_error must be 'skip' or 'fail', got {on_error!r}")
-        self.on_error, self.max_logged = on_error, max_logged
-        self.counts: collections.Counter[tuple[str, str]] = collections.Counter()  # (file, reason) -> n
-        self.first: list[str] = []
-
-    def report(self, path, line: int | None, reason: str, detail: str) -> None:
-        err = DataError(path, line, reason, detail)
-        if self.on_error == "fail":
-            raise err
-        self.counts[(str(path), reason)] += 1
-        if len(self.first) < self.max_logged:
-            self.first.append(str(err))
-            log.warning("skipped: %s", err)
-
-    @property
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-    def by_reason(self) -> dict[str, int]:
-        out: collections.Counter[str] = collections.Counter()
-        for (_, reason), n in self.counts.items():
-            out[reason] += n
-        return dict(sorted(out.items()))
-
-    def summary(self) -> str:
-        if not self.counts:
-            return "no bad input"
-        lines = [f"{self.total} bad input(s) skipped: " + ", ".join(f"{r} {n}" for r, n in self.by_reason().items())]
-        lines += [f"  {path}: {reason} x{n}" for (path, reason), n in sorted(self.counts.items())]
-        return "\n".join(lines)
-
-
-# ----------------------------------------------------------------------------- line readers
-def _open_binary(path: pathlib.Path):
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
-
-
-def read_lines(path, problems: Problems) -> Iterator[tuple[int, str]]:
-    """(1-based line number, text without the line break); a line that is not UTF-8 is reported
-    and replaced by a marker, so that line numbers of a CSV reader stay right."""
-    path = pathlib.Path(path)
-    with _open_binary(path) as f:
-        for lineno, raw in enumerate(f, start=1):
-            if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
-                raw = raw[3:]  # a UTF-8 byte-order mark is not text
-            try:
-                yield lineno, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError as e:
-                problems.report(path, lineno, "invalid_utf8", f"byte {e.start} of the line is not UTF-8 "
-                                                              f"({raw[e.start:e.start + 4]!r})")
-                yield lineno, _BAD_LINE
-
-
-def read_jsonl(path, problems: Problems) -> Iterator[tuple[int, dict]]:
-    """(line, object) for each non-empty line that holds a JSON object."""
-    for lineno, line in read_lines(path, problems):
-        if line == _BAD_LINE or not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            problems.report(path, lineno, "malformed", f"invalid JSON ({e.msg} at column {e.colno})")
-            continue
-        if not isinstance(obj, dict):
-            problems.report(path, lineno, "malformed", f"expected a JSON object, got {type(obj).__name__}")
-            continue
-        yield lineno, obj
-
-
-def read_table(path, problems: Problems, *, names: Sequence[str] | None = None, delimiter: str | None = None,
-               quoting: int | None = None) -> Iterator[tuple[int, dict[str, str]]]:
-    """(line, row dict) of a CSV/TSV. The header is the first line unless `names` are given.
-    Tab-separated files (.tsv/.txt/STS .csv with delimiter="\\t") are read without quoting."""
-    path = pathlib.Path(path)
-    plain = path.name.removesuffix(".gz")
-    if delimiter is None:
-        delimiter = "\t" if plain.endswith((".tsv", ".txt")) else ","
-    if quoting is None:
-        quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    numbered = read_lines(path, problems)
-    reader = csv.reader((line for _, line in numbered), delimiter=delimiter, quoting=quoting, strict=True)
-    header = list(names) if names is not None else None
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as e:
-            problems.report(path, reader.line_num, "malformed", f"unreadable {plain} row ({e})")
-            continue
-        lineno = reader.line_num
-        if any(_BAD_LINE in cell for cell in row) or not row:
-            continue
-        if header is None:
-            header = [h.strip() for h in row]
-            continue
-        if len(row) < len(header):
-            problems.report(path, lineno, "malformed", f"{len(row)} fields, the header has {len(header)} "
-                                                       f"({', '.join(header)})")
-            continue
-        yield lineno, dict(zip(header, row))  # extra trailing fields (STSb licence notes) are ignored
-
-
-# ----------------------------------------------------------------------------- fields
-def text_field(obj: dict, field: str, path, line: int, problems: Problems, *, optional: bool = False) -> str | None:
-    """obj[field] as a non-empty str (None after reporting it). An optional field may be absent
-    or empty (returns "")."""
-    value = obj.get(field)
-    if value is None:
-        if optional:
-            return ""
-        problems.report(path, line, "missing_field", f"no field {field!r} (fields: {sorted(obj)})")
-        return None
-    if not isinstance(value, str):
-        problems.report(path, line, "malformed", f"field {field!r} must be a string, got "
-                                                 f"{type(value).__name__} {json.dumps(value)[:60]}")
-        return None
-    if not value.strip() and not optional:
-        problems.report(path, line, "empty_text", f"field {field!r} is empty")
-        return None
-    return value.strip()
 
 
 def example(query: str, positive: str, origin: str, *, title: str = "", negatives: Sequence[str] = (),
@@ -189,50 +41,12 @@ def _origin(path, line) -> str:
 
 
 # ----------------------------------------------------------------------------- formats
-def _find(folder: pathlib.Path, stem: str) -> pathlib.Path:
-    for name in (stem, stem + ".gz"):
-        if (folder / name).exists():
-            return folder / name
-    raise FileNotFoundError(f"{folder}: neither {stem} nor {stem}.gz found")
-
-
 def beir(folder, split: str, problems: Problems, *, min_score: float = 1.0) -> Iterator[dict]:
     """BEIR folder (corpus.jsonl[.gz], queries.jsonl[.gz], qrels/SPLIT.tsv): one example per qrels
     row with score >= min_score (title + text of the document); documents judged <= 0 for the
     same query become its hard negatives."""
-    folder = pathlib.Path(folder)
-    corpus_path, queries_path = _find(folder, "corpus.jsonl"), _find(folder, "queries.jsonl")
-    qrels_path = folder / "qrels" / f"{split}.tsv"
-    docs: dict[str, tuple[str, str]] = {}
-    for line, obj in read_jsonl(corpus_path, problems):
-        field = functools.partial(text_field, obj, path=corpus_path, line=line, problems=problems)
-        doc_id, text, title = field("_id"), field("text"), field("title", optional=True)
-        if doc_id is not None and text is not None and title is not None:
-            docs[doc_id] = (title, text)
-    queries: dict[str, str] = {}
-    for line, obj in read_jsonl(queries_path, problems):
-        field = functools.partial(text_field, obj, path=queries_path, line=line, problems=problems)
-        qid, text = field("_id"), field("text")
-        if qid is not None and text is not None:
-            queries[qid] = text  # metadata (SciFact's evidence labels) is never read
-    judged: list[tuple[int, str, str, float]] = []
-    for line, row in read_table(qrels_path, problems):
-        if "query-id" not in row or "corpus-id" not in row or "score" not in row:
-            problems.report(qrels_path, line, "missing_field",
-                            f"qrels need query-id, corpus-id, score; got {sorted(row)}")
-            continue
-        qid, did = row["query-id"].strip(), row["corpus-id"].strip()
-        try:
-            score = float(row["score"])
-        except ValueError:
-            problems.report(qrels_path, line, "bad_value", f"score {row['score']!r} is not a number")
-            continue
-        if qid not in queries:
-            problems.report(qrels_path, line, "unknown_id", f"query-id {qid!r} is not in {queries_path.name}")
-        elif did not in docs:
-            problems.report(qrels_path, line, "unknown_id", f"corpus-id {did!r} is not in {corpus_path.name}")
-        else:
-            judged.append((line, qid, did, score))
+    docs, queries, judged = read_beir(folder, split, problems)
+    qrels_path = pathlib.Path(folder) / "qrels" / f"{split}.tsv"
     negatives: dict[str, list[str]] = collections.defaultdict(list)
     for _, qid, did, score in judged:
         if score <= 0:
@@ -303,7 +117,7 @@ def bitext(source_path, target_path, problems: Problems) -> Iterator[dict]:
         if x is None or y is None:
             break
         (line, a), (_, b) = x, y
-        if a == _BAD_LINE or b == _BAD_LINE:
+        if a == BAD_LINE or b == BAD_LINE:
             continue
         if not a.strip() or not b.strip():
             problems.report(source_path if not a.strip() else target_path, line, "empty_text", "empty line")
@@ -396,7 +210,7 @@ def twitter_paraphrase(folder, problems: Problems) -> Iterator[dict]:
     pos: list[tuple[int, str, str]] = []
     neg: dict[str, list[str]] = collections.defaultdict(list)
     for (line, a), (_, b), (_, label) in rows:
-        if _BAD_LINE in (a, b, label):
+        if BAD_LINE in (a, b, label):
             continue
         a, b, label = a.strip(), b.strip(), label.strip()
         if not a or not b or label not in ("0", "1"):

@@ -165,8 +165,13 @@ def test_custom_clustering_jsonl(tmp_path):
     d = load_task_data(resolve_tasks([f"clustering:{p}"])[0])
     assert d.texts == ["a", "b"] and d.labels == [1, 2]
     p = write(tmp_path / "c.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 2\n')
-    with pytest.raises(DataFormatError, match="c.jsonl:2: invalid JSON"):
+    with pytest.raises(DataFormatError, match="c.jsonl:2: malformed: invalid JSON"):
         load_task_data(resolve_tasks([f"clustering:{p}"])[0])
+    # Bad UTF-8 in a user's file: the file and line, not a bare UnicodeDecodeError.
+    p = tmp_path / "u.tsv"
+    p.write_bytes(b"sentence1\tsentence2\tscore\nok\tfine\t1\nbad \xff\tx\t2\n")
+    with pytest.raises(DataFormatError, match=r"u.tsv:3: invalid_utf8: byte 4"):
+        load_task_data(resolve_tasks([f"sts:{p}"])[0])
 
 
 def make_beir(folder, qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\n"):
@@ -181,7 +186,7 @@ def test_custom_beir_folder(tmp_path):
     d = load_task_data(resolve_tasks([f"retrieval:{make_beir(tmp_path / 'ok')}"])[0])
     assert d.corpus == {"d1": ("T", "one"), "d2": ("", "two")} and d.qrels == {"q1": {"d1": 1}}
     bad = make_beir(tmp_path / "bad", "query-id\tcorpus-id\tscore\nq1\td1\t1\nq2\td9\t1\n")
-    with pytest.raises(DataFormatError, match=r"test.tsv:3: corpus id 'd9'"):
+    with pytest.raises(DataFormatError, match=r"test.tsv:3: unknown_id: corpus-id 'd9' is not in corpus.jsonl"):
         load_task_data(resolve_tasks([f"retrieval:{bad}"])[0])
 
 

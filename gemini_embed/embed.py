@@ -107,7 +107,12 @@ class Embedder:
         (uses_prompts=False) ignore `task` for formatting and join titles to the text.
         """
         dim = self.dim if dim is None else dim
-        if not isinstance(dim, (int, np.integer)) or not 1 <= dim <= self.dim:
+        for name, value in (("dim", dim), ("batch_size", batch_size)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 1 <= dim <= self.dim:
             raise ValueError(f"dim={dim!r} is outside this model's range 1..{self.dim} "
                              f"(Matryoshka dims it was trained for: {list(self.config.mrl_dims)})")
         if isinstance(texts, str):

@@ -77,6 +77,10 @@ def test_bad_input(minilm):
         minilm.embed(["a"], dim=385)
     with pytest.raises(ValueError):
         minilm.embed(["a"], dim=0)
+    with pytest.raises(TypeError, match=r"dim must be an int, got 16.0 \(float\)"):
+        minilm.embed(["a"], dim=16.0)
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        minilm.embed(["a"], batch_size=0)
     with pytest.raises(ValueError, match="gemma3-270m.*all-minilm-l6-v2|all-minilm-l6-v2.*gemma3-270m"):
         ge.Embedder.from_pretrained("no-such-model")
     with warnings.catch_warnings(record=True) as caught:

@@ -136,6 +136,8 @@ class Checkpointer:
     def __init__(self, workdir, *, save_every: int = 1000, keep: int | None = 3, async_save: bool = True,
                  config: Any = None, quarantine_corrupt: bool = True):
         self.directory = _orbax_path(workdir) / CHECKPOINTS_SUBDIR
+        if isinstance(save_every, bool) or not isinstance(save_every, int) or save_every < 1:
+            raise ValueError(f"checkpoint.every must be a whole number of steps >= 1, got {save_every!r}")
         self.save_every = save_every
         self.config = to_json(config)
         self.quarantine_corrupt = quarantine_corrupt

@@ -54,13 +54,28 @@ class MetricsWriter:
         if not enabled:
             return
         if self.path.exists():  # drop lines past the checkpoint we resume from: they are re-run
-            keep = [ln for ln in self.path.read_text().splitlines() if ln and json.loads(ln)["step"] <= resume_step]
+            keep = [ln for ln in self._rows() if json.loads(ln)["step"] <= resume_step]
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text("".join(ln + "\n" for ln in keep))
             tmp.replace(self.path)
         from tensorboardX import SummaryWriter
 
         self.tb = SummaryWriter(str(workdir / "tensorboard"))
+
+    def _rows(self) -> list[str]:
+        """The file's complete lines. A last line cut off by a crash mid-write is dropped (its step
+        is re-run); a bad line before it is an error naming the file and line."""
+        lines = [ln for ln in self.path.read_text().splitlines() if ln.strip()]
+        for i, ln in enumerate(lines):
+            try:
+                json.loads(ln)
+            except json.JSONDecodeError:
+                if i == len(lines) - 1:
+                    log.warning("%s: dropping its last line, cut off mid-write: %.80s", self.path, ln)
+                    return lines[:-1]
+                raise ValueError(f"{self.path}:{i + 1}: not a JSON metrics row ({ln[:80]!r}); fix or delete "
+                                 f"the line to resume") from None
+        return lines
 
     def write(self, row: dict):
         if not self.enabled:
@@ -153,7 +168,7 @@ def train(config, workdir: str) -> dict:
             ckpt.close()
             raise FloatingPointError(f"{bad_in_a_row} consecutive steps had a non-finite loss or gradient "
                                      f"(last at step {step}); no update was applied and no NaN was saved. "
-                                     f"Lower train.lr or check the data of batch {k}.")
+                                     f"Lower optim.lr or check the data of batch {k}.")
         if step % c.train.log_every == 0 or step == c.train.steps:
             m = {k2: float(v) for k2, v in jax.device_get(metrics).items()}
             dt = (time.perf_counter() - t_last) / n_since

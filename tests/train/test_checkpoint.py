@@ -1,5 +1,6 @@
 """Checkpointer on a small train state sharded over the 8 CPU devices (tests/conftest.py)."""
 import gc
+import json
 import logging
 import os
 
@@ -116,6 +117,27 @@ def test_keep_k(tmp_path, mesh):
             ckpt.save(s, make_state(mesh, s))
         assert ckpt.all_steps() == [4, 5]
     assert sorted(p for p in os.listdir(tmp_path / "checkpoints") if p.isdigit()) == ["4", "5"]
+
+
+def test_bad_interval_is_a_message(tmp_path):
+    for every in (0, -5, 2.5, True):
+        with pytest.raises(ValueError, match=f"checkpoint.every must be a whole number of steps >= 1, got {every}"):
+            Checkpointer(tmp_path, save_every=every)
+
+
+def test_metrics_cut_off_mid_write_do_not_block_a_resume(tmp_path, caplog):
+    """A crash while writing metrics.jsonl leaves half a line: the resume drops it (and the rows
+    past the checkpoint) instead of failing on JSON; a bad line before the end names file and line."""
+    from gemini_embed.train.loop import MetricsWriter
+
+    path = tmp_path / "metrics.jsonl"
+    path.write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n" for s in (1, 2, 3)) + '{"step": 4, "lo')
+    MetricsWriter(tmp_path, resume_step=2, enabled=True).close()
+    assert [json.loads(ln)["step"] for ln in path.read_text().splitlines()] == [1, 2]
+    assert "cut off mid-write" in caplog.text
+    path.write_text('{"step": 1}\n{"step": 2, oops\n{"step": 3}\n')
+    with pytest.raises(ValueError, match=r"metrics.jsonl:2: not a JSON metrics row"):
+        MetricsWriter(tmp_path, resume_step=3, enabled=True)
 
 
 def test_every_n(tmp_path, mesh):

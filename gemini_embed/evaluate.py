@@ -9,6 +9,10 @@ groups (quick, sts, retrieval, ..., all) or TYPE:PATH for your own data, comma-s
 Writes OUTPUT (JSON), OUTPUT with .md (a table per task, per task type, and means) and, with
 several --dims, OUTPUT with .png (score vs dimension: the Matryoshka curve).
 
+OUTPUT is rewritten after every task ("complete": false until the last): a run that fails or is
+killed keeps the finished tasks, and the same command again evaluates only the missing ones (when
+the model, its params and the dims are the same).
+
 Embeddings are cached on disk per model (name + hash of config and params), task, side, prompt
 and dim (--cache_dir, default $GEMINI_EMBED_CACHE or ~/.cache/gemini_embed/embeddings): a second
 run reads them back instead of embedding again. --no_cache turns that off.
@@ -59,6 +63,23 @@ def plot_mrl(results: dict[str, dict], dims: list[int], path: pathlib.Path, mode
     plt.close(fig)
 
 
+RESULT_FIELDS = ("main_score", "metric", "scores", "num_samples", "seconds", "type", "dims")
+
+
+def finished_tasks(out: pathlib.Path, settings: dict) -> dict[str, dict]:
+    """The task results already in `out` from a run of the same model and settings (a rerun of an
+    interrupted or failed command keeps them); {} when there is none or it differs."""
+    if not out.exists():
+        return {}
+    try:
+        old = json.loads(out.read_text())
+    except json.JSONDecodeError:
+        return {}
+    if any(old.get(k) != v for k, v in settings.items()):
+        return {}
+    return {k: {**r, "task": k.split("@")[0], "use_prompts": settings["uses_prompts"]} for k, r in old["tasks"].items()}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", required=True)
@@ -96,18 +117,33 @@ def main(argv=None) -> dict:
     def encode(texts, task=None, titles=None):
         return model.embed(texts, task=task, titles=titles, batch_size=args.batch_size)
 
-    cache = None if args.no_cache else EmbeddingCache(model_fingerprint(model), model.dim, args.cache_dir)
-    results = runner.evaluate(encode, args.tasks, data_root=args.data, use_prompts=model.uses_prompts,
-                              dims=dims if dims is None or len(dims) > 1 else dims[0], cache=cache)
+    fingerprint = model_fingerprint(model)
+    cache = None if args.no_cache else EmbeddingCache(fingerprint, model.dim, args.cache_dir)
     out = pathlib.Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    report = {"model": args.model, "provenance": model.provenance, "uses_prompts": model.uses_prompts,
-              "load_seconds": round(load_s, 2),
-              "seconds": round(time.perf_counter() - start, 2), "compilations": model.num_compilations,
-              "cache": None if cache is None else {"dir": str(cache.dir), "hits": cache.hits, "misses": cache.misses},
-              "tasks": {k: {f: r[f] for f in ("main_score", "metric", "scores", "num_samples", "seconds", "type",
-                                               "dims")} for k, r in results.items()}}
-    out.write_text(json.dumps(report, indent=1, default=float))
+    settings = {"model_fingerprint": fingerprint, "dims": dims, "uses_prompts": model.uses_prompts}
+    done = finished_tasks(out, settings)
+    if done:
+        print(f"{out}: {len(done)} task(s) already evaluated with this model and settings, kept: {', '.join(done)}")
+
+    def report_of(results: dict, complete: bool) -> dict:
+        return {"model": args.model, "provenance": model.provenance, **settings, "complete": complete,
+                "load_seconds": round(load_s, 2), "seconds": round(time.perf_counter() - start, 2),
+                "compilations": model.num_compilations,
+                "cache": None if cache is None else {"dir": str(cache.dir), "hits": cache.hits, "misses": cache.misses},
+                "tasks": {k: {f: r[f] for f in RESULT_FIELDS} for k, r in results.items()}}
+
+    def save(results: dict, complete: bool = False) -> dict:
+        report = report_of(results, complete)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(json.dumps(report, indent=1, default=float))
+        tmp.replace(out)  # whole or not at all: a kill mid-write keeps the previous file
+        return report
+
+    results = runner.evaluate(encode, args.tasks, data_root=args.data, use_prompts=model.uses_prompts,
+                              dims=dims if dims is None or len(dims) > 1 else dims[0], cache=cache, done=done,
+                              on_result=save)
+    report = save(results, complete=True)
     out.with_suffix(".md").write_text(markdown_table(results, args.model))
     if dims and len(dims) > 1:
         plot_mrl(results, dims, out.with_suffix(".png"), args.model)

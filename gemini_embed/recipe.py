@@ -62,6 +62,11 @@ def _finished(stage_dir: pathlib.Path, steps: int) -> bool:
     return (stage_dir / "checkpoints" / str(steps)).is_dir()
 
 
+def _evaluated(out: pathlib.Path) -> bool:
+    """The evaluate command writes its output after every task: done once it says complete."""
+    return out.exists() and json.loads(out.read_text()).get("complete", True)
+
+
 TRAINING_BLOCKS = ("data", "train", "optim", "loss")  # config blocks that change what a stage learns
 
 
@@ -124,7 +129,7 @@ def run(recipe_path: str, workdir: str, *, only_tables: bool = False) -> pathlib
         cmd += list(getattr(r, "EVAL_ARGS", ()))
         if row == "raw":
             cmd.append("--no_projection")  # the untrained random projection only adds noise
-        if not only_tables and not out.exists():
+        if not only_tables and not _evaluated(out):
             _run(cmd, w, f"eval {row}", times)
     table = ablation_table(w, rows, times)
     (w / "recipe.md").write_text(table)

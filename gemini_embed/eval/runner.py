@@ -75,7 +75,8 @@ def evaluate_task(encode: Encode, task: tasks_lib.Task | str, *, data_root: str 
 def evaluate(encode: Encode, tasks: str | Sequence[str | tasks_lib.Task] = "quick", *,
              data_root: str | os.PathLike | None = None, use_prompts: bool = True,
              dims: int | Sequence[int] | None = None, progress: bool = True,
-             cache: EmbeddingCache | None = None) -> dict[str, dict]:
+             cache: EmbeddingCache | None = None, done: dict[str, dict] | None = None,
+             on_result: Callable[[dict[str, dict]], None] | None = None) -> dict[str, dict]:
     """Evaluate `encode` on tasks (names, families, groups, `TYPE:PATH`; see `tasks.py`).
 
     Args:
@@ -88,6 +89,10 @@ def evaluate(encode: Encode, tasks: str | Sequence[str | tasks_lib.Task] = "quic
         encoding each text set once; results are then keyed "Task@k".
       progress: show a tqdm bar over tasks.
       cache: an on-disk EmbeddingCache for this model: texts embedded before are read back.
+      done: results of an earlier, interrupted run of the same model and settings, by key: those
+        tasks are not run again.
+      on_result: called with all results so far after each task (e.g. to save them at once, so a
+        failing or killed run keeps its finished tasks).
     Returns:
       {key: {"main_score", "metric", "scores", "num_samples", "seconds", "task", "type", "dims",
       "use_prompts"}}, keyed by task name (or "name@k" for a list of dims).
@@ -106,7 +111,13 @@ def evaluate(encode: Encode, tasks: str | Sequence[str | tasks_lib.Task] = "quic
             for k in dim_list:
                 key = f"{task.name}@{k}" if multi else task.name
                 bar.set_postfix_str(key)
+                if done and key in done:
+                    results[key] = done[key]
+                    bar.update(1)
+                    continue
                 results[key] = evaluate_task(enc, task, data_root=data_root, use_prompts=use_prompts, dims=k)
+                if on_result is not None:
+                    on_result(results)
                 bar.update(1)
                 if progress:
                     r = results[key]

@@ -30,9 +30,10 @@ def test_recipe_runs_every_step_once_and_resumes(tmp_path):
     times = json.loads((w / "times.json").read_text())
     assert all(t["cpu_s"] > 0 and t["runs"] == 1 for t in times.values())
 
-    (w / "eval" / "soup.json").unlink()  # as if the driver had been killed during the last evaluation
+    soup_eval = w / "eval" / "soup.json"  # as if the driver had been killed during the last evaluation
+    soup_eval.write_text(json.dumps({**json.loads(soup_eval.read_text()), "complete": False}))
     recipe.run(RECIPE, str(w))
-    assert _steps(w)[9:] == ["eval soup"]
+    assert _steps(w)[9:] == ["eval soup"] and json.loads(soup_eval.read_text())["complete"]
 
 
 def test_a_stage_started_with_another_config_is_refused(tmp_path):

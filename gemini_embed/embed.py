@@ -125,6 +125,8 @@ class Embedder:
             raise ValueError(f"got {len(titles)} titles for {len(texts)} texts")
         if not texts:
             return np.zeros((0, dim), np.float32)
+        if not self.uses_prompts:
+            apply_prompt([], task)  # a model without prompts ignores the task, but a misspelt one is an error
         prompted = apply_prompt(texts, task if self.uses_prompts else None, titles)
         ids, truncated = self.tokenizer.encode(prompted, self.max_length)
         if any(truncated):

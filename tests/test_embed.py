@@ -81,6 +81,10 @@ def test_bad_input(minilm):
         minilm.embed(["a"], dim=16.0)
     with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
         minilm.embed(["a"], batch_size=0)
+    with pytest.raises(ValueError, match="unknown task 'no such task'"):  # ignored by a prompt-free model, still checked
+        minilm.embed(["a"], task="no such task")
+    with pytest.raises(ValueError, match="attention must be 'bidirectional'.*got 'sideways'"):
+        ge.Embedder.from_pretrained("gemma3-tiny", attention="sideways")
     with pytest.raises(ValueError, match="gemma3-270m.*all-minilm-l6-v2|all-minilm-l6-v2.*gemma3-270m"):
         ge.Embedder.from_pretrained("no-such-model")
     with warnings.catch_warnings(record=True) as caught:

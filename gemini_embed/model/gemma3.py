@@ -50,6 +50,16 @@ class Gemma3Config:
     # gradients are live per chip at a time, not the whole model's (docs/scaling.md).
     scan_layers: bool = False
 
+    def __post_init__(self):
+        if self.attention not in ("bidirectional", "causal"):
+            raise ValueError(f"attention must be 'bidirectional' (the encoder) or 'causal' (the LLM), "
+                             f"got {self.attention!r}")
+        try:
+            jnp.dtype(self.dtype)
+        except TypeError:
+            raise ValueError(f"dtype must be a JAX dtype name such as 'float32' or 'bfloat16', "
+                             f"got {self.dtype!r}") from None
+
     def is_global(self, layer: int) -> bool:
         return (layer + 1) % self.global_every == 0
 

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import pathlib
+import re
 from collections.abc import Callable, Iterator
 
 from gemini_embed.data import sources as src
@@ -241,7 +242,17 @@ def _tatoeba(english_files, problems: src.Problems) -> Iterator[dict]:
 FILE_FORMATS = ("generic", "beir", "classification", "scored", "graded", "bitext")
 
 
-def file_spec(spec: str) -> DatasetSpec:
+def _split_of_file(path: pathlib.Path, root=None) -> str:
+    """"test" for a file or folder of the shared benchmark data whose name says test (sts12/test.tsv,
+    sts-test.csv, qrels/test.tsv, ...): a path must not get around the test-split guard; else "train"."""
+    path, base = path.resolve(), data_root(root).resolve()
+    if base not in path.parents and path != base:
+        return "train"
+    names = [p.name.lower() for p in [path, *path.parents] if p != base and base in p.parents]
+    return "test" if any(re.search(r"(^|[^a-z])test([^a-z]|$)", n) for n in names) else "train"
+
+
+def file_spec(spec: str, root=None) -> DatasetSpec:
     """A user's own file or folder, `[FORMAT:]PATH`, as a dataset with one `train` split.
 
     generic: JSONL/TSV (query, positive[, negatives, task, title]); beir: a BEIR folder (qrels/train.tsv);
@@ -265,8 +276,8 @@ def file_spec(spec: str) -> DatasetSpec:
                    "sentence similarity", "sentence similarity"),
     }[fmt]
     files = tuple(sorted(p for p in path.rglob("*") if p.is_file())) if path.is_dir() else (path,)
-    return DatasetSpec(name, {"train": readers[0]}, files, readers[1], readers[2], f"{fmt} file {path}", (fmt,),
-                       scored=fmt == "graded")
+    return DatasetSpec(name, {_split_of_file(path, root): readers[0]}, files, readers[1], readers[2],
+                       f"{fmt} file {path}", (fmt,), scored=fmt == "graded")
 
 
 def resolve_source(name: str, root=None) -> tuple[DatasetSpec, str]:
@@ -277,7 +288,8 @@ def resolve_source(name: str, root=None) -> tuple[DatasetSpec, str]:
     if dataset in reg and split in reg[dataset].readers:
         return reg[dataset], split
     if "/" in name or "." in name or name.split(":", 1)[0] in FILE_FORMATS:
-        return file_spec(name), "train"
+        spec = file_spec(name, root)
+        return spec, next(iter(spec.readers))
     known = sorted(f"{d}-{s}" for d, spec in reg.items() for s in spec.readers)
     raise ValueError(f"unknown training source {name!r}: not a registered dataset-split ({', '.join(known)}) "
                      f"nor a file path")

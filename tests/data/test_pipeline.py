@@ -64,6 +64,16 @@ def test_test_split_refused_unless_allowed(prepared_dir):
                                      verbose=False)[0]) == 1147
     with pytest.raises(ValueError, match="unknown training source 'nonsense-train'"):
         pipeline.open_sources(["nonsense-train"], data_dir=prepared_dir)
+    # A path into the benchmark data is no way around the guard (STS12's test pairs, by two spellings) ...
+    for path in (DATA / "sts" / "sts12" / "test.tsv", DATA / "sts" / "sts13" / ".." / "sts12" / "test.tsv"):
+        with pytest.raises(ValueError, match="is a test split"):
+            pipeline.open_sources([f"scored:{path}"], data_dir=prepared_dir, verbose=False)
+    assert builders.resolve_source(f"beir:{DATA / 'scifact'}")[1] == "train"  # BEIR reads qrels/train.tsv
+    # ... while a user's own file of that name is theirs to train on.
+    own = prepared_dir.parent / "own" / "test.tsv"
+    own.parent.mkdir(exist_ok=True)
+    own.write_text("sentence1\tsentence2\tscore\na man sings\ta man is singing\t4.5\n")
+    assert len(pipeline.open_sources([f"scored:{own}"], data_dir=prepared_dir, verbose=False)[0]) == 1
 
 
 def test_prompts_ids_and_negatives(quick_sources, tokenizer, prepared_dir):

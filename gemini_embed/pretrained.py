@@ -80,7 +80,10 @@ def _bert(folder, **enc_overrides) -> _Encoder:
     st_cfg = pathlib.Path(folder) / "sentence_bert_config.json"
     if st_cfg.exists():  # sentence-transformers' own truncation length
         head = dataclasses.replace(head, max_length=json.loads(st_cfg.read_text()).get("max_seq_length", 256))
-    return _Encoder(cfg, params, BertTokenizer(pathlib.Path(folder) / "tokenizer.json"), head)
+    tokenizer = pathlib.Path(folder) / "tokenizer.json"
+    if not tokenizer.exists():
+        raise WeightImportError(f"{folder}: no tokenizer.json (a Hugging Face fast tokenizer) next to the BERT weights")
+    return _Encoder(cfg, params, BertTokenizer(tokenizer), head)
 
 
 def _gemma_tiny(seed: int = 0, **enc_overrides) -> _Encoder:

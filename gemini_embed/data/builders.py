@@ -383,6 +383,11 @@ def _prepare(spec: DatasetSpec, data_dir, on_error: str) -> dict:
         except src.DataError:
             raise
         except Exception as e:  # say which dataset failed; the reader's own errors already say where
+            empty = [s for s in spec.readers if not builder.counts.get(s, {}).get("examples")]
+            if empty:  # tfds' own message ("No examples were yielded") names neither the file nor why
+                raise src.DataError(spec.files[0] if spec.files else spec.name, None, "no_examples",
+                                    f"{spec.description}: split {empty[0]} has no usable example; "
+                                    f"{problems.summary()}") from None
             raise RuntimeError(f"preparing training dataset {spec.name} ({spec.description}) failed after "
                                f"{builder.last_origin}: {type(e).__name__}: {e}") from e
         report = {"dataset": spec.name, "description": spec.description, "path": str(builder.data_dir),

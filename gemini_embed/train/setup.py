@@ -58,6 +58,10 @@ def source_names(c) -> list[str]:
 
 def build(c, model_config: EmbeddingModelConfig, mesh: Mesh) -> Run:
     """Everything the train step needs, built from config `c` for `model_config` on `mesh`."""
+    rows = mesh.shape["data"] * mesh.shape["fsdp"]
+    if c.train.global_batch_size % rows:
+        raise ValueError(f"train.global_batch_size must be divisible by the {rows} data-parallel devices "
+                         f"(mesh.data x mesh.fsdp), got {c.train.global_batch_size}")
     model = EmbeddingModel(model_config)
     optim, loss = typed_configs(c)
     shardings = state_lib.train_state_shardings(model, optim, loss, mesh)

@@ -55,6 +55,12 @@ def test_preparation_report_and_bad_input(tmp_path, capsys):
         builders.prepare(builders.file_spec(str(path)), tmp_path / "tfds", on_error="fail")
     ds = pipeline.open_sources([str(path)], data_dir=tmp_path / "tfds", verbose=False)[0]
     assert sorted(r["query"] for r in ds.records.__getitems__([0, 1])) == [b"q1", b"q4"]
+    # A file with nothing usable: the file and why, not tfds' "No examples were yielded".
+    bad = tmp_path / "all_bad.jsonl"
+    bad.write_text('{"query": "q1"}\n{"positive": "p2"}\n')
+    with pytest.raises(src.DataError, match=r"all_bad.jsonl: no_examples: .*split train has no usable example; "
+                                            r"2 bad input\(s\) skipped: missing_field 2"):
+        builders.prepare(builders.file_spec(str(bad)), tmp_path / "tfds")
 
 
 def test_test_split_refused_unless_allowed(prepared_dir):

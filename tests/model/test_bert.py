@@ -169,6 +169,14 @@ def test_reshaped_tensor_is_named(tmp_path, folder, tensors):
         load_bert(write_copy(tmp_path, folder, broken))
 
 
+def test_missing_tokenizer_names_the_folder(tmp_path, folder, tensors):
+    from gemini_embed.pretrained import resolve
+
+    copy = write_copy(tmp_path, folder, tensors)  # config and weights only
+    with pytest.raises(WeightImportError, match=rf"{copy}: no tokenizer.json"):
+        resolve(str(copy))
+
+
 def test_unused_tensor_is_named(tmp_path, folder, tensors):
     extra = dict(tensors, **{"encoder.layer.6.output.dense.bias": np.zeros(384, np.float32)})
     with pytest.raises(WeightImportError, match=r"encoder\.layer\.6\.output\.dense\.bias"):

@@ -92,6 +92,12 @@ def test_over_hbm_is_a_clear_error_naming_the_biggest_buffers():
         compile_only.compile_report(_tiny(), "cpu:8", hbm_gib=0.01)
 
 
+def test_indivisible_batch_names_the_key():
+    with pytest.raises(ValueError, match="train.global_batch_size must be divisible by the 8 data-parallel devices "
+                                         r"\(mesh.data x mesh.fsdp\), got 6"):
+        compile_only.compile_report(_tiny(global_batch_size=6), "cpu:8")
+
+
 def test_bad_topology_names_the_value():
     with pytest.raises(ValueError, match="v9x:4x4"):
         compile_only.topology_devices("v9x:4x4")

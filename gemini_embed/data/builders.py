@@ -356,6 +356,8 @@ def prepare(spec: DatasetSpec, data_dir=None, on_error: str = "skip", verbose: b
     """Prepares `spec` (all its splits) into `data_dir` unless already there; returns its report
     {"dataset", "splits": {split: {"examples", "with_negatives"}}, "skipped": {reason: n}, ...},
     which is printed (`verbose`) whether prepared now or before."""
+    if on_error not in ("skip", "fail"):  # checked first: a prepared dataset would not look at it
+        raise ValueError(f"data.on_error must be 'skip' or 'fail', got {on_error!r}")
     report = _prepare(spec, data_dir, on_error)
     if verbose:
         print(format_report(report), flush=True)

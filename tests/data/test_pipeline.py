@@ -53,6 +53,8 @@ def test_preparation_report_and_bad_input(tmp_path, capsys):
     assert builders.prepare(builders.file_spec(str(path)), tmp_path / "tfds") == report
     with pytest.raises(src.DataError, match="prepared with on_error='skip'"):
         builders.prepare(builders.file_spec(str(path)), tmp_path / "tfds", on_error="fail")
+    with pytest.raises(ValueError, match="data.on_error must be 'skip' or 'fail', got 'Fail'"):
+        builders.prepare(builders.file_spec(str(path)), tmp_path / "tfds", on_error="Fail")
     ds = pipeline.open_sources([str(path)], data_dir=tmp_path / "tfds", verbose=False)[0]
     assert sorted(r["query"] for r in ds.records.__getitems__([0, 1])) == [b"q1", b"q4"]
     # A file with nothing usable: the file and why, not tfds' "No examples were yielded".

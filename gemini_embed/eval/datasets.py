@@ -72,6 +72,9 @@ def load_sts_tsv(path) -> STSData:
         scores.append(readers.parse_value(path, lineno, "score", row["score"], float))
         s1.append(row["sentence1"])
         s2.append(row["sentence2"])
+    if len(scores) < 2 or len(set(scores)) < 2:  # a Spearman correlation needs two different gold scores
+        raise DataFormatError(path, None, f"{len(scores)} pair(s) with {len(set(scores))} distinct score(s): "
+                                          f"an STS set needs at least two pairs with different scores")
     return STSData(s1, s2, np.asarray(scores, dtype=np.float64))
 
 
@@ -124,11 +127,19 @@ def load_classification_folder(folder) -> ClassificationData:
 
 def load_clustering_jsonl(path) -> ClusteringData:
     """JSONL (optionally gzipped) with `text` and `label` fields."""
-    return ClusteringData(*_read_text_label(path))
+    texts, labels = _read_text_label(path)
+    if len(set(map(str, labels))) < 2 or len(set(map(str, labels))) >= len(texts):
+        raise DataFormatError(path, None, f"{len(texts)} text(s) in {len(set(map(str, labels)))} cluster(s): "
+                                          f"clustering needs at least two clusters, one of them with two texts")
+    return ClusteringData(texts, labels)
 
 
 def load_beir_folder(folder, split: str = "test") -> RetrievalData:
-    return RetrievalData(*readers.read_beir(folder, split))
+    corpus, queries, qrels = readers.read_beir(folder, split)
+    if not corpus or not any(v > 0 for judged in qrels.values() for v in judged.values()):
+        raise DataFormatError(folder, None, f"{len(corpus)} document(s) and {len(qrels)} judged quer(ies) for "
+                                            f"split {split!r}: retrieval needs documents and a relevant one per query")
+    return RetrievalData(corpus, queries, qrels)
 
 
 # ----------------------------------------------------------------------------- shared data

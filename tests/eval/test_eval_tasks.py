@@ -161,9 +161,9 @@ def test_custom_classification_folder(tmp_path):
 def test_custom_clustering_jsonl(tmp_path):
     p = tmp_path / "c.jsonl.gz"
     with gzip.open(p, "wt") as f:
-        f.write(json.dumps({"text": "a", "label": 1}) + "\n" + json.dumps({"text": "b", "label": 2}) + "\n")
+        f.write("".join(json.dumps({"text": t, "label": c}) + "\n" for t, c in (("a", 1), ("b", 2), ("c", 1))))
     d = load_task_data(resolve_tasks([f"clustering:{p}"])[0])
-    assert d.texts == ["a", "b"] and d.labels == [1, 2]
+    assert d.texts == ["a", "b", "c"] and d.labels == [1, 2, 1]
     p = write(tmp_path / "c.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 2\n')
     with pytest.raises(DataFormatError, match="c.jsonl:2: malformed: invalid JSON"):
         load_task_data(resolve_tasks([f"clustering:{p}"])[0])
@@ -195,5 +195,22 @@ def test_stsbenchmark_reader_reports_short_line(tmp_path):
     write(tmp_path / "sts" / "stsbenchmark" / "sts-test.csv", "g\tf\t2012\t1\t2.5\ta\tb\ng\tf\t2012\t2\t3.0\tonly\n")
     with pytest.raises(DataFormatError, match="sts-test.csv:2: 6 field"):
         ds.load_stsbenchmark(tmp_path)
-    ok = write(tmp_path / "x.tsv", "sentence1\tsentence2\tscore\na\tb\t1\n")
+    ok = write(tmp_path / "x.tsv", "sentence1\tsentence2\tscore\na\tb\t1\nc\td\t2\n")
     assert np.isfinite(ds.load_sts_tsv(ok).scores).all()
+
+
+def test_degenerate_evaluation_sets_are_errors_not_scores(tmp_path):
+    """Sets on which the metric is undefined or meaningless fail, naming the file (they used to
+    score nan, or v-measure 1.0, or crash with a KeyError)."""
+    header = "sentence1\tsentence2\tscore\n"
+    for name, body, found in (("empty.tsv", "", "0 pair"), ("flat.tsv", "a\tb\t3\nc\td\t3\n", "2 pair.*1 distinct score")):
+        p = write(tmp_path / name, header + body)
+        with pytest.raises(DataFormatError, match=f"{name}: {found}.*at least two pairs with different scores"):
+            load_task_data(resolve_tasks([f"sts:{p}"])[0])
+    for name, rows in (("one.jsonl", [("a", 1)]), ("singletons.jsonl", [("a", 1), ("b", 2)])):
+        p = write(tmp_path / name, "".join(json.dumps({"text": t, "label": c}) + "\n" for t, c in rows))
+        with pytest.raises(DataFormatError, match=f"{name}: .*clustering needs at least two clusters"):
+            load_task_data(resolve_tasks([f"clustering:{p}"])[0])
+    p = make_beir(tmp_path / "nothing_relevant", "query-id\tcorpus-id\tscore\nq1\td1\t0\n")
+    with pytest.raises(DataFormatError, match="nothing_relevant: 2 document.*a relevant one per query"):
+        load_task_data(resolve_tasks([f"retrieval:{p}"])[0])

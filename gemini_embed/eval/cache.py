@@ -12,6 +12,7 @@ ROOT is `cache_dir`, else $GEMINI_EMBED_CACHE, else ~/.cache/gemini_embed/embedd
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pathlib
 import re
@@ -20,6 +21,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 ENV_VAR = "GEMINI_EMBED_CACHE"
+log = logging.getLogger(__name__)
 CHUNK = 65536  # texts embedded per call when filling a cache file: bounds host memory
 
 
@@ -94,11 +96,15 @@ class EmbeddingCache:
             texts = list(texts)
             path = self.path(task_name, texts, titles, task)
             if path.exists():
-                arr = np.load(path, mmap_mode="r")
-                if arr.shape == (len(texts), self.dim) and arr.dtype == np.float32:
+                try:
+                    arr = np.load(path, mmap_mode="r")
+                except (ValueError, OSError, EOFError) as e:  # truncated or garbled (a full disk, a copy cut short)
+                    log.warning("embedding cache file %s is unreadable (%s); embedding again", path, e)
+                    arr = None
+                if arr is not None and arr.shape == (len(texts), self.dim) and arr.dtype == np.float32:
                     self.hits += 1
                     return arr
-                path.unlink()  # a file of another shape cannot be ours: recompute it
+                path.unlink()  # unreadable, or of another shape: it cannot be ours; recompute it
             self.misses += 1
             return self._fill(path, encode, texts, titles, task)
 

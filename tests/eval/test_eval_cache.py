@@ -56,6 +56,19 @@ def test_changed_texts_prompt_or_titles_miss(tmp_path):
     assert (cache.hits, cache.misses) == (1, 5)
 
 
+def test_a_truncated_cache_file_is_embedded_again(tmp_path, caplog):
+    enc = BagOfWords()
+    texts = ["a man sings", "a cat sleeps", "rain falls"]
+    dim = enc(texts[:1]).shape[1]
+    cache = EmbeddingCache("m", dim, tmp_path)
+    want = np.array(cache.wrap(enc, "T")(texts))
+    path = cache.path("T", texts)
+    path.write_bytes(path.read_bytes()[:-20])  # cut short, as by a full disk
+    got = EmbeddingCache("m", dim, tmp_path).wrap(enc, "T")(texts)
+    np.testing.assert_array_equal(got, want)
+    assert f"embedding cache file {path} is unreadable" in caplog.text
+
+
 def test_failed_encode_leaves_no_file(tmp_path):
     def bad(texts, task=None, titles=None):
         return np.zeros((len(texts), 3), np.float32)  # wrong dim for this cache

@@ -52,5 +52,17 @@ def main(argv) -> None:
     train(_CONFIG.value, _WORKDIR.value)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's parser, with a config key that does not exist as one line instead of a traceback."""
+    try:
+        return flags.FLAGS(argv)
+    except (AttributeError, KeyError) as e:
+        keys = [a.split("=", 1)[0].removeprefix("--") for a in argv[1:] if a.startswith("--config.")]
+        missing = str(e).strip("\"'")
+        key = next((k for k in keys if k.split(".")[-1] == missing or f".{missing}." in f"{k}."), missing)
+        raise SystemExit(f"error: {key} is not a key of the config (see the config file's get_config for its keys; "
+                         f"a key must exist there to be set from the command line)") from None
+
+
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

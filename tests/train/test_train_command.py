@@ -89,3 +89,10 @@ def test_two_processes_match_one(tmp_path):
     one, two = _metrics(tmp_path / "one"), _metrics(tmp_path / "two")
     assert [r["step"] for r in two] == [1, 2, 3, 4]
     np.testing.assert_allclose([r["loss"] for r in two], [r["loss"] for r in one], rtol=1e-5)
+
+
+def test_an_unknown_config_key_is_one_line(tmp_path):
+    p = subprocess.run(_cmd(tmp_path, "--config.train.nosuch=1"), cwd=ROOT, env=_env(1), capture_output=True,
+                       text=True, timeout=300)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert p.stderr.strip().splitlines()[-1].startswith("error: config.train.nosuch is not a key of the config")

@@ -215,6 +215,19 @@ class Checkpointer:
             raise ValueError(f"restored state of step {step} has non-finite values in {bad[:8]}")
         return step, out[STATE], _decode_data(out[DATA]), meta
 
+    def latest_meta(self) -> dict | None:
+        """The meta record (config included) of the newest step, read without the state; None if
+        there is no step or its meta does not read."""
+        self._manager.reload()
+        steps = self._manager.all_steps()
+        if not steps:
+            return None
+        try:
+            return self._manager.restore(max(steps), args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
+        except Exception as e:  # noqa: BLE001 - restore_latest reports a damaged step
+            log.warning("meta of checkpoint %s/%d does not read (%s)", self.directory, max(steps), e)
+            return None
+
     def restore_latest(self, abstract_state) -> tuple[int, Any, Any, dict] | None:
         """(step, state, data_state, meta) from the newest step that restores; None if none exists.
 

@@ -101,6 +101,23 @@ def evaluate_params(pretrained, params, tasks: str, batch_size: int = 64) -> dic
                            tasks, use_prompts=pretrained.uses_prompts, progress=False)
 
 
+MODEL_KEYS = ("name", "encoder_type", "encoder", "projection", "mrl_dims")  # what a resume must not change
+
+
+def _check_same_model(meta: dict | None, spec: dict, workdir: pathlib.Path) -> None:
+    """A workdir resumes only the model it was started with (a model with the same shapes would
+    otherwise restore without a word)."""
+    before = ((meta or {}).get("config") or {}).get("model")
+    if not before:
+        return
+    now = json.loads(json.dumps(spec))
+    changed = [k for k in MODEL_KEYS if before.get(k) != now.get(k)]
+    if changed:
+        detail = "; ".join(f"{k}: {json.dumps(before.get(k))[:80]} -> {json.dumps(now.get(k))[:80]}" for k in changed)
+        raise ValueError(f"{workdir} holds checkpoints of another model ({detail}); use a new workdir, or "
+                         f"model.init_from={workdir} to start from its params")
+
+
 def train(config, workdir: str) -> dict:
     """Run (or resume) the training job described by an ml_collections config. Returns a summary."""
     workdir = pathlib.Path(workdir)
@@ -118,6 +135,7 @@ def train(config, workdir: str) -> dict:
     meta_config = {"train": c.to_dict(), "model": pretrained.spec()}
     ckpt = Checkpointer(workdir, save_every=c.checkpoint.every, keep=c.checkpoint.keep, config=meta_config)
 
+    _check_same_model(ckpt.latest_meta(), meta_config["model"], workdir)
     restored = ckpt.restore_latest(abstract)
     if restored is not None:
         start, state, data_state, _ = restored

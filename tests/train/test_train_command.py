@@ -96,3 +96,16 @@ def test_an_unknown_config_key_is_one_line(tmp_path):
                        text=True, timeout=300)
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert p.stderr.strip().splitlines()[-1].startswith("error: config.train.nosuch is not a key of the config")
+
+
+def test_a_workdir_resumes_only_its_own_model(tmp_path):
+    from experiments import tiny
+    from gemini_embed.train.loop import train
+
+    c = tiny.get_config()
+    c.train.steps, c.checkpoint.every = 1, 1
+    train(c, str(tmp_path))
+    c.model.overrides = {"num_layers": 2}
+    c.train.steps = 2
+    with pytest.raises(ValueError, match=r"holds checkpoints of another model \(encoder: .*\"num_layers\": 3"):
+        train(c, str(tmp_path))

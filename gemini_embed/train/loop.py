@@ -170,8 +170,10 @@ def train(config, workdir: str) -> dict:
     if c.eval.tasks and start == 0 and lead and jax.process_count() == 1:
         before = evaluate_params(pretrained, jax.device_get(state.model_params), c.eval.tasks)
     writer = MetricsWriter(workdir, start, enabled=lead)
-    bad_in_a_row, t_last, n_since = 0, time.perf_counter(), 0
-    tokens_per_step = c.train.global_batch_size * (c.data.query_len + c.data.positive_len)
+    bad_in_a_row, t_last, n_since, real_since = 0, time.perf_counter(), 0, 0
+    # Tokens the step computes (padding included), and below the non-padding ones actually fed.
+    tokens_per_step = c.train.global_batch_size * (c.data.query_len + (1 + run.num_negatives) * c.data.positive_len)
+    masks = ("query_mask", "positive_mask", "negative_mask")
     bar = tqdm(range(start, c.train.steps), initial=start, total=c.train.steps, desc="train", disable=not lead)
     for k in bar:
         host = next(batches)
@@ -179,6 +181,7 @@ def train(config, workdir: str) -> dict:
         batch = data_pipeline.global_batch(host, mesh)
         state, metrics = compiled(state, batch)
         n_since += 1
+        real_since += jax.process_count() * sum(int(host[m].sum()) for m in masks if m in host)
         step = k + 1
         skipped = int(metrics["skipped"])
         bad_in_a_row = bad_in_a_row + 1 if skipped else 0
@@ -194,6 +197,7 @@ def train(config, workdir: str) -> dict:
                    "learning_rate": m["learning_rate"], "grad_norm": m["grad_norm"],
                    "temperature": m["temperature"], "skipped_total": int(m["skipped_total"]),
                    "examples_per_sec": c.train.global_batch_size / dt, "tokens_per_sec": tokens_per_step / dt,
+                   "real_tokens_per_sec": real_since / n_since / dt, "padding": 1 - real_since / n_since / tokens_per_step,
                    "mfu": flops / dt / peak if peak else 0.0, "source": source}
             writer.write(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['in_batch_accuracy']:.3f}")
@@ -201,7 +205,7 @@ def train(config, workdir: str) -> dict:
                 bar.write(f"step {step}: loss {row['loss']:.4f} acc {row['in_batch_accuracy']:.3f} "
                           f"lr {row['learning_rate']:.2e} |g| {row['grad_norm']:.3f} "
                           f"{row['examples_per_sec']:.1f} ex/s mfu {row['mfu']:.3f} [{row['source']}]")
-            t_last, n_since = time.perf_counter(), 0
+            t_last, n_since, real_since = time.perf_counter(), 0, 0
         if ckpt.should_save(step) or step == c.train.steps:
             ckpt.save(step, state, data.state(batches), force=step == c.train.steps)
     ckpt.close()

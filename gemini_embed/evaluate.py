@@ -81,17 +81,17 @@ def finished_tasks(out: pathlib.Path, settings: dict) -> dict[str, dict]:
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("--tasks", default="quick")
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=runtime.HelpFormatter)
+    ap.add_argument("--model", required=True, help="registered name, local model folder, .gguf, workdir or export")
+    ap.add_argument("--tasks", default="quick", help="task names, families, groups or TYPE:PATH, comma-separated")
     ap.add_argument("--dims", default=None, help="comma-separated Matryoshka dims, e.g. 128,256,768")
-    ap.add_argument("--batch_size", type=int, default=64)
-    ap.add_argument("--max_length", type=int, default=None)
+    ap.add_argument("--batch_size", type=int, default=64, help="texts per embedding call")
+    ap.add_argument("--max_length", type=int, default=None, help="tokens kept per text (default: the model's)")
     ap.add_argument("--no_projection", action="store_true",
                     help="drop the model's projection head (e.g. gemma3-270m's untrained random one): "
                          "evaluate the mean-pooled encoder output itself")
     ap.add_argument("--data", default=None, help="benchmark data root (default $GEMINI_EMBED_DATA or ../shared/data)")
-    ap.add_argument("--output", required=True)
+    ap.add_argument("--output", required=True, help="results JSON; .md (and .png with several --dims) beside it")
     ap.add_argument("--cache_dir", default=None,
                     help="embedding cache (default $GEMINI_EMBED_CACHE or ~/.cache/gemini_embed/embeddings)")
     ap.add_argument("--no_cache", action="store_true", help="embed everything, read and write no cache")

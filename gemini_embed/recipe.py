@@ -26,6 +26,8 @@ import time
 
 import numpy as np
 
+from gemini_embed import runtime
+
 
 def load_recipe(path):
     spec = importlib.util.spec_from_file_location("recipe_config", path)
@@ -181,7 +183,7 @@ def plot_curves(w: pathlib.Path, stages: list[str], path: pathlib.Path) -> None:
 
 
 def main(argv=None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=runtime.HelpFormatter)
     ap.add_argument("--recipe", required=True, help="the recipe file, e.g. experiments/gemma3_270m_recipe.py")
     ap.add_argument("--workdir", required=True, help="one folder per stage, soup and evaluation go here")
     ap.add_argument("--tables_only", action="store_true", help="run nothing; rebuild recipe.md and curves.png")

@@ -2,8 +2,21 @@
 machine without accelerators, the persistent compilation cache, and jax.distributed."""
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import os
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """The commands' --help: the module docstring as written, and every option with its default
+    (the train command's absl flags print theirs too); none shown for required options and flags."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if "%(default)" not in text and action.default not in (None, False, argparse.SUPPRESS) \
+                and not action.required:
+            text += " (default: %(default)s)"
+        return text
 
 
 def default_platforms() -> None:

@@ -59,6 +59,11 @@ def batch_sharding(mesh: Mesh, ndim: int = 2) -> NamedSharding:
 
 
 # Set by `batch_sharded_activations` while a train step is traced: (mesh, mesh axes of the batch).
+# Why a context and not a module attribute: the same model is traced under different batch axes
+# (('data', 'fsdp') in the plain step and the embed function; 'fsdp' alone inside the gradient
+# cache's vmap over data groups), and modules are built once from their config, in many places,
+# before any mesh exists. Flax's own logical-constraint machinery (`nn.logical_axis_rules`) is a
+# context too; this one is a few lines, and outside it the model is plain single-device code.
 _ACTIVATIONS: contextvars.ContextVar[tuple[Mesh, tuple[str, ...]] | None] = contextvars.ContextVar(
     "activations", default=None)
 

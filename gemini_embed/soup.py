@@ -156,7 +156,7 @@ def make_soup(inputs: Sequence[str], method: str, output, *, dev: str = "", data
 
 
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=runtime.HelpFormatter)
     ap.add_argument("--inputs", required=True, help="comma-separated workdirs or exports (the ingredients)")
     ap.add_argument("--method", choices=("uniform", "greedy"), default="uniform", help="default: %(default)s")
     ap.add_argument("--dev", default="", help="dev tasks for greedy selection (and a score for uniform), e.g. "

@@ -243,8 +243,9 @@ FILE_FORMATS = ("generic", "beir", "classification", "scored", "graded", "bitext
 
 
 def _split_of_file(path: pathlib.Path, root=None) -> str:
-    """"test" for a file or folder of the shared benchmark data whose name says test (sts12/test.tsv,
-    sts-test.csv, qrels/test.tsv, ...): a path must not get around the test-split guard; else "train"."""
+    """The split a user path counts as: `test` for a file or folder of the shared benchmark data
+    whose name says test (sts12/test.tsv, sts-test.csv, ...), so that a path cannot get around the
+    test-split guard; else `train`."""
     path, base = path.resolve(), data_root(root).resolve()
     if base not in path.parents and path != base:
         return "train"

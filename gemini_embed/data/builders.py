@@ -281,13 +281,17 @@ def file_spec(spec: str, root=None) -> DatasetSpec:
                        f"{fmt} file {path}", (fmt,), scored=fmt == "graded")
 
 
+def _registered(name: str, reg: dict[str, DatasetSpec]) -> tuple[DatasetSpec, str] | None:
+    dataset, _, split = name.rpartition("-")
+    return (reg[dataset], split) if dataset in reg and split in reg[dataset].readers else None
+
+
 def resolve_source(name: str, root=None) -> tuple[DatasetSpec, str]:
     """(dataset, split) of a source name: `<dataset>-<split>` from the registry, or a file."""
     name = name.strip()
     reg = registry(root)
-    dataset, _, split = name.rpartition("-")
-    if dataset in reg and split in reg[dataset].readers:
-        return reg[dataset], split
+    if registered := _registered(name, reg):
+        return registered
     if "/" in name or "." in name or name.split(":", 1)[0] in FILE_FORMATS:
         spec = file_spec(name, root)
         return spec, next(iter(spec.readers))
@@ -299,10 +303,8 @@ def resolve_source(name: str, root=None) -> tuple[DatasetSpec, str]:
 def is_graded(name: str, root=None) -> bool:
     """Whether source `name` has graded scores (CoSENT batches), without opening any file."""
     name = name.strip()
-    dataset, _, split = name.rpartition("-")
-    reg = registry(root)
-    if dataset in reg and split in reg[dataset].readers:
-        return reg[dataset].scored
+    if registered := _registered(name, registry(root)):
+        return registered[0].scored
     return name.split(":", 1)[0] == "graded"
 
 

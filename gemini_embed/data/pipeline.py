@@ -242,11 +242,16 @@ class Pipeline:
         return {"grain": it.get_state(), **self._fingerprint}
 
 
+def source_names(data_cfg) -> list[str]:
+    """The comma-separated `data.sources` of a config, as a list."""
+    return [n.strip() for n in str(data_cfg.get("sources") or "").split(",") if n.strip()]
+
+
 def from_config(data_cfg, global_batch_size: int, tokenizer, *, uses_prompts: bool, seed: int,
                 process_index: int = 0, process_count: int = 1, verbose: bool = True) -> Pipeline:
     """The Pipeline of a config's `data` block (see docs/data.md for the keys)."""
     get = data_cfg.get
-    names = [n for n in str(get("sources")).split(",") if n.strip()]
+    names = source_names(data_cfg)
     sources = open_sources(names, root=get("root") or None, data_dir=get("dir") or None,
                            on_error=get("on_error") or "skip", allow_test_split=bool(get("allow_test_split")),
                            verbose=verbose)

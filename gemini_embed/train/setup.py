@@ -14,7 +14,7 @@ from typing import Any
 
 from jax.sharding import Mesh
 
-from gemini_embed.data import builders
+from gemini_embed.data import builders, pipeline
 from gemini_embed.model.embedding_model import EmbeddingModel, EmbeddingModelConfig
 from gemini_embed.train import state as state_lib
 from gemini_embed.train.step import batch_spec, make_train_step
@@ -52,10 +52,6 @@ def typed_configs(c) -> tuple[state_lib.OptimConfig, state_lib.LossConfig]:
     return optim, loss
 
 
-def source_names(c) -> list[str]:
-    return [n.strip() for n in str(c.data.get("sources") or "").split(",") if n.strip()]
-
-
 def build(c, model_config: EmbeddingModelConfig, mesh: Mesh) -> Run:
     """Everything the train step needs, built from config `c` for `model_config` on `mesh`."""
     rows = mesh.shape["data"] * mesh.shape["fsdp"]
@@ -69,7 +65,7 @@ def build(c, model_config: EmbeddingModelConfig, mesh: Mesh) -> Run:
     step_fn = make_train_step(model, state_lib.make_optimizer(optim), loss, mesh, shardings,
                               c.train.grad_cache_chunk_size)
     k = int(c.data.get("num_negatives") or 0)
-    scored = any(builders.is_graded(n, c.data.get("root") or None) for n in source_names(c))
+    scored = any(builders.is_graded(n, c.data.get("root") or None) for n in pipeline.source_names(c.data))
     spec = batch_spec(mesh, c.train.global_batch_size, c.data.query_len, c.data.positive_len,
                       num_negatives=k, negative_len=c.data.positive_len, scores=scored)
     return Run(model, optim, loss, mesh, shardings, abstract, step_fn, spec, k, scored)

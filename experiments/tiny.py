@@ -24,7 +24,7 @@ def get_config() -> ml_collections.ConfigDict:
         "max_bad_steps": 5,
     })
     c.optim = ml_collections.ConfigDict({"lr": 1e-3, "warmup_steps": 5, "decay": "cosine", "weight_decay": 0.01,
-                                         "clip_norm": 1.0})
+                                         "clip_norm": 1.0, "frozen": ()})
     c.loss = ml_collections.ConfigDict({"temperature": 0.05, "learn_temperature": False, "mrl_dims": (16, 32),
                                        "cosent_temperature": 0.05})
     c.checkpoint = ml_collections.ConfigDict({"every": 10, "keep": 3})

@@ -47,7 +47,10 @@ def typed_configs(c) -> tuple[state_lib.OptimConfig, state_lib.LossConfig]:
     """The config's optim and loss blocks as dataclasses. Warmup is capped below the step count,
     so a short run still decays."""
     warmup = min(c.optim.warmup_steps, max(c.train.steps - 1, 0))
-    optim = state_lib.OptimConfig(**{**c.optim.to_dict(), "warmup_steps": warmup, "total_steps": c.train.steps})
+    frozen = c.optim.get("frozen", ())  # the command line gives ('a,b',) for --config.optim.frozen=a,b
+    frozen = tuple(p for s in frozen for p in s.split(",") if p)
+    optim = state_lib.OptimConfig(**{**c.optim.to_dict(), "warmup_steps": warmup, "total_steps": c.train.steps,
+                                     "frozen": frozen})
     loss = state_lib.LossConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.loss.to_dict().items()})
     return optim, loss
 
@@ -63,7 +66,7 @@ def build(c, model_config: EmbeddingModelConfig, mesh: Mesh) -> Run:
     shardings = state_lib.train_state_shardings(model, optim, loss, mesh)
     abstract = state_lib.with_shardings(state_lib.abstract_train_state(model, optim, loss), shardings)
     step_fn = make_train_step(model, state_lib.make_optimizer(optim), loss, mesh, shardings,
-                              c.train.grad_cache_chunk_size)
+                              c.train.grad_cache_chunk_size, frozen=optim.frozen)
     k = int(c.data.get("num_negatives") or 0)
     scored = any(builders.is_graded(n, c.data.get("root") or None) for n in pipeline.source_names(c.data))
     spec = batch_spec(mesh, c.train.global_batch_size, c.data.query_len, c.data.positive_len,

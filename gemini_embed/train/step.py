@@ -20,7 +20,7 @@ are returned unchanged, `step` does not advance (it stays equal to the optimizer
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
@@ -31,7 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from gemini_embed import losses
 from gemini_embed.sharding import BATCH_AXES, batch_sharded_activations
 from gemini_embed.train.grad_cache import check_chunking, grad_cached_value_and_grad
-from gemini_embed.train.state import LossConfig, TrainState, current_learning_rate
+from gemini_embed.train.state import LossConfig, TrainState, current_learning_rate, frozen_mask
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,11 @@ def make_loss_fn(model: nn.Module, loss_cfg: LossConfig, batch: dict[str, Any]):
 
 
 def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, loss_cfg: LossConfig, mesh: Mesh,
-                    state_shardings: TrainState, grad_cache_chunk_size: int = 0):
+                    state_shardings: TrainState, grad_cache_chunk_size: int = 0, frozen: Sequence[str] = ()):
     """The jitted `(state, batch) -> (state, metrics)`; the state is donated.
+
+    frozen: param-path substrings (`OptimConfig.frozen`, whose optimizer leaves them in place): their
+    gradients are replaced by zeros before clipping and the norm, so XLA never computes them.
 
     grad_cache_chunk_size > 0: gradient caching with that many examples (rows of the global batch)
     per chunk; it must divide the global batch and be a multiple of data x fsdp.
@@ -168,6 +171,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
                 (loss, metrics), (g_model, g_t) = jax.value_and_grad(
                     lambda p, t: loss_fn(embed_fn(p, inputs), t), argnums=(0, 1), has_aux=True)(model_params, log_t)
         grads = {"model": g_model, "log_temperature": g_t}
+        if frozen:  # a static mask over paths: the dropped gradients are dead code for XLA
+            grads = jax.tree.map(lambda g, f: jnp.zeros_like(g) if f else g, grads, frozen_mask(grads, frozen))
         grad_norm = optax.tree.norm(grads)
         ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
 

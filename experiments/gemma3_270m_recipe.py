@@ -12,6 +12,7 @@ Stages (train-only data; docs/recipe.md has the measured table):
   ft_sentences  from prefinetune: STS Benchmark train with its gold scores (CoSENT), SNLI dev triplets
                 (contradiction = hard negative), Twitter URL paraphrases (headline non-paraphrase = hard negative)
   ft_mixed      from prefinetune: STS Benchmark train (CoSENT), SQuAD questions, docstring -> code, Twitter URL
+Both finetuning stages freeze the token table (`optim.frozen`): faster steps, 1.3 GB less Adam state.
 """
 import ml_collections
 
@@ -28,7 +29,7 @@ SOUPS = {  # name -> (method, ingredients, dev tasks)
 }
 RAW = "gemma3-270m"
 REFERENCES = ("all-minilm-l6-v2",)
-EVAL_TASKS = "STSBenchmark,CoSQA"
+EVAL_TASKS = "STSBenchmark,CoSQA,MRPC"
 EVAL_ARGS = ("--max_length", "256")  # as the quickstart: CoSQA's longest snippets cost most
 
 
@@ -46,14 +47,16 @@ def get_config(stage: str = "prefinetune") -> ml_collections.ConfigDict:
         c.data.query_len, c.data.positive_len = 32, 128
         c.train.steps, c.optim.lr = 40, 5e-5
     elif stage == "ft_sentences":
-        c.data.sources, c.data.rates = "stsb-scored-train,snli-triplets-validation,twitter-url-train", "3,2,1"
+        c.data.sources, c.data.rates = "stsb-scored-train,snli-triplets-validation,twitter-url-train", "4,1,1"
         c.data.query_len, c.data.positive_len, c.data.num_negatives = 32, 32, 1
-        c.train.steps, c.optim.lr = 120, 3e-5
+        c.train.steps, c.optim.lr = 360, 5e-5
     elif stage == "ft_mixed":
         c.data.sources, c.data.rates = "stsb-scored-train,squad-train,code-docstring-train,twitter-url-train", "2,1,1,1"
         c.data.query_len, c.data.positive_len = 32, 96
         c.train.steps, c.optim.lr = 60, 3e-5
     else:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+    if stage != "prefinetune":  # finetuning leaves the token table as pre-finetuning left it: faster steps
+        c.optim.frozen = ("embedder",)
     c.checkpoint.every = 20
     return c

@@ -58,7 +58,7 @@ def main(argv=None) -> dict:
     if args.split != "train" and not args.allow_test_split:
         ap.error(f"refusing --split {args.split!r}: mined negatives are training data and must come from train "
                  f"queries only; pass --allow_test_split to do it anyway")
-    from gemini_embed.data.mining import MiningConfig, mine
+    from gemini_embed.llm.mining import MiningConfig, mine
     from gemini_embed.llm.scoring import QueryLikelihoodScorer
     from gemini_embed.eval.readers import read_beir
 

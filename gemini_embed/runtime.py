@@ -1,10 +1,14 @@
-"""Process set-up shared by the commands (train, evaluate, soup, mine): the JAX backend on a
-machine without accelerators, the persistent compilation cache, and jax.distributed."""
+"""Process set-up shared by the commands (train, evaluate, soup, mine): the cache folder, the JAX
+backend on a machine without accelerators, the persistent compilation cache, and jax.distributed."""
 from __future__ import annotations
 
 import argparse
 import importlib.util
 import os
+import pathlib
+
+# Everything derived and re-creatable: assembled weights, tokenizers, prepared datasets, XLA programs.
+CACHE_DIR = pathlib.Path(os.environ.get("GEMINI_EMBED_CACHE", pathlib.Path.home() / ".cache" / "gemini_embed"))
 
 
 class HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -43,7 +47,6 @@ def enable_compilation_cache() -> None:
 
     if os.environ.get("JAX_COMPILATION_CACHE_DIR"):
         return  # jax reads it itself
-    from gemini_embed.weights.packaged import CACHE_DIR
 
     jax.config.update("jax_compilation_cache_dir", str(CACHE_DIR / "xla"))
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)

@@ -206,10 +206,10 @@ class GemmaTokenizer:
         cls, path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None = None
     ) -> GemmaTokenizer:
         """Build from a GGUF's tokenizer metadata; the built model is cached in ``cache_dir``
-        (default ``gemini_embed.weights.packaged.CACHE_DIR/tokenizers``) for fast later loads."""
+        (default ``gemini_embed.runtime.CACHE_DIR/tokenizers``) for fast later loads."""
         gguf = pathlib.Path(path)
         if cache_dir is None:
-            from gemini_embed.weights.packaged import CACHE_DIR
+            from gemini_embed.runtime import CACHE_DIR
 
             cache_dir = CACHE_DIR / "tokenizers"
         cached = _cache_path(gguf, pathlib.Path(cache_dir))

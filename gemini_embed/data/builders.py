@@ -74,7 +74,7 @@ def data_root(path=None) -> pathlib.Path:
 
 
 def default_prepared_dir() -> pathlib.Path:
-    from gemini_embed.weights.packaged import CACHE_DIR
+    from gemini_embed.runtime import CACHE_DIR
 
     return pathlib.Path(os.environ.get("GEMINI_EMBED_TFDS") or CACHE_DIR / "tfds")
 

@@ -1,6 +1,6 @@
 """The LLM as a scorer of training data: Gemma 3 in causal mode gives log p(query | passage).
 
-Used by hard-negative mining (data/mining.py) to veto likely false negatives; the same causal
+Used by hard-negative mining (llm/mining.py) to veto likely false negatives; the same causal
 model is the base of the LLM's other data work (generation, filtering).
 """
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import pathlib
 
-CACHE_DIR = pathlib.Path(os.environ.get("GEMINI_EMBED_CACHE", pathlib.Path.home() / ".cache" / "gemini_embed"))
+from gemini_embed.runtime import CACHE_DIR
 
 
 def gemma3_270m_gguf() -> pathlib.Path:

@@ -5,7 +5,7 @@
 Each query's top_k neighbours (by the embedder's cosine similarity over the whole corpus) are
 taken; its positives are dropped, and the candidates whose 1-based retrieval rank lies inside
 `rank_window` (inclusive) remain. Without a scorer the highest-ranked candidates become the
-negatives. With a `QueryLikelihoodScorer` (gemini_embed/llm/scoring.py) each candidate also gets log p(query | passage) from
+negatives. With a `QueryLikelihoodScorer` (llm/scoring.py) each candidate also gets log p(query | passage) from
 Gemma 3 in causal mode; the embedding order and the LLM order are fused by reciprocal-rank fusion
 and the lowest-fused candidates become the negatives (the LLM vetoes likely false negatives).
 

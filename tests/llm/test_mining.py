@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from reference_libs import require
 
-from gemini_embed.data.mining import MiningConfig, mine, rrf, select_negatives
+from gemini_embed.llm.mining import MiningConfig, mine, rrf, select_negatives
 
 
 def test_rrf_hand_computed():

@@ -26,7 +26,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from gemini_embed.data import builders
+from gemini_embed.data import builders, store
 from gemini_embed.tokenize import DOCUMENT_TASK, apply_prompt
 
 log = logging.getLogger(__name__)
@@ -61,10 +61,10 @@ def open_sources(names: Sequence[str], *, root=None, data_dir=None, on_error: st
         if shared:
             log.warning("training source %s shares texts with the test data of %s: their scores are not unseen",
                         name, ", ".join(sorted(shared)))
-        report = builders.prepare(spec, data_dir, on_error=on_error, verbose=verbose)
+        report = store.prepare(spec, data_dir, on_error=on_error, verbose=verbose)
         if not report["splits"][split].get("examples"):
             raise ValueError(f"training source {name!r} has no examples (see {report['path']})")
-        out.append(Source(name, spec, split, builders.data_source(spec, split, data_dir)))
+        out.append(Source(name, spec, split, store.data_source(spec, split, data_dir)))
     return out
 
 

@@ -15,7 +15,7 @@ import argparse
 import logging
 import sys
 
-from gemini_embed.data import builders, sources
+from gemini_embed.data import builders, sources, store
 
 
 def main(argv=None) -> int:
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     reports = []
     for spec in {s.name: s for s in specs}.values():
         try:
-            reports.append(builders.prepare(spec, args.dir, on_error=args.on_error))
+            reports.append(store.prepare(spec, args.dir, on_error=args.on_error))
         except sources.DataError as e:
             print(f"error: {e}", file=sys.stderr)
             return 1

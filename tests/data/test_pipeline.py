@@ -11,7 +11,7 @@ import sys
 import numpy as np
 import pytest
 
-from gemini_embed.data import builders, pipeline, sources as src
+from gemini_embed.data import builders, pipeline, sources as src, store
 from gemini_embed.train.checkpoint import _decode_data, _encode_data
 
 from data_helpers import SEED, SHAPE, Recording, recorded_sources
@@ -43,18 +43,18 @@ def test_preparation_report_and_bad_input(tmp_path, capsys):
     path.write_bytes(b'{"query": "q1", "positive": "p1", "negatives": ["n1"]}\n{"query": "q2"}\n'
                      b'{"query": "q3", "positive": "p3 \xff"}\n{"query": "q4", "positive": "p4"}\n')
     with pytest.raises(src.DataError, match=f"{path}:2: missing_field"):
-        builders.prepare(builders.file_spec(str(path)), tmp_path / "tfds", on_error="fail")
-    report = builders.prepare(builders.file_spec(str(path)), tmp_path / "tfds", on_error="skip")
+        store.prepare(builders.file_spec(str(path)), tmp_path / "tfds", on_error="fail")
+    report = store.prepare(builders.file_spec(str(path)), tmp_path / "tfds", on_error="skip")
     assert report["splits"]["train"] == {"examples": 2, "with_negatives": 1}
     assert report["skipped"] == {"invalid_utf8": 1, "missing_field": 1}
     out = capsys.readouterr().out
     assert "prepared file-mine_jsonl: train 2 (1 with negatives); skipped 2 bad input(s)" in out
     # prepared once: a second call reuses it, and fail mode refuses data that skipped bad input
-    assert builders.prepare(builders.file_spec(str(path)), tmp_path / "tfds") == report
+    assert store.prepare(builders.file_spec(str(path)), tmp_path / "tfds") == report
     with pytest.raises(src.DataError, match="prepared with on_error='skip'"):
-        builders.prepare(builders.file_spec(str(path)), tmp_path / "tfds", on_error="fail")
+        store.prepare(builders.file_spec(str(path)), tmp_path / "tfds", on_error="fail")
     with pytest.raises(ValueError, match="data.on_error must be 'skip' or 'fail', got 'Fail'"):
-        builders.prepare(builders.file_spec(str(path)), tmp_path / "tfds", on_error="Fail")
+        store.prepare(builders.file_spec(str(path)), tmp_path / "tfds", on_error="Fail")
     ds = pipeline.open_sources([str(path)], data_dir=tmp_path / "tfds", verbose=False)[0]
     assert sorted(r["query"] for r in ds.records.__getitems__([0, 1])) == [b"q1", b"q4"]
     # A file with nothing usable: the file and why, not tfds' "No examples were yielded".
@@ -62,7 +62,7 @@ def test_preparation_report_and_bad_input(tmp_path, capsys):
     bad.write_text('{"query": "q1"}\n{"positive": "p2"}\n')
     with pytest.raises(src.DataError, match=r"all_bad.jsonl: no_examples: .*split train has no usable example; "
                                             r"2 bad input\(s\) skipped: missing_field 2"):
-        builders.prepare(builders.file_spec(str(bad)), tmp_path / "tfds")
+        store.prepare(builders.file_spec(str(bad)), tmp_path / "tfds")
 
 
 def test_test_split_refused_unless_allowed(prepared_dir):
@@ -245,11 +245,11 @@ def test_prepare_command_and_fingerprint(tmp_path, capsys):
     path.write_text("query\tpositive\nq1\tp1\nq2\tp2\n")
     assert prepare.main([str(path), "--dir", str(tmp_path / "tfds")]) == 0
     assert "file-pairs_tsv               train 2" in capsys.readouterr().out
-    first = builders.prepared_path(builders.file_spec(str(path)), tmp_path / "tfds")
+    first = store.prepared_path(builders.file_spec(str(path)), tmp_path / "tfds")
     path.write_text("query\tpositive\nq1\tp1\nq2\tp2\nq3\tp3\n")  # an edited file is prepared again
-    report = builders.prepare(builders.file_spec(str(path)), tmp_path / "tfds", verbose=False)
+    report = store.prepare(builders.file_spec(str(path)), tmp_path / "tfds", verbose=False)
     assert report["splits"]["train"]["examples"] == 3
-    assert builders.prepared_path(builders.file_spec(str(path)), tmp_path / "tfds") != first
+    assert store.prepared_path(builders.file_spec(str(path)), tmp_path / "tfds") != first
     path.write_bytes(b"query\tpositive\nq1\t\xff\n")
     assert prepare.main([str(path), "--dir", str(tmp_path / "tfds"), "--on_error", "fail"]) == 1
     assert f"error: {path}:2: invalid_utf8" in capsys.readouterr().err

@@ -47,9 +47,13 @@ def main(argv) -> None:
             raise SystemExit(f"error: {e}") from None
         return
     runtime.setup_command(distributed=True)
+    from gemini_embed.train.checkpoint import CheckpointSaveError
     from gemini_embed.train.loop import train
 
-    train(_CONFIG.value, _WORKDIR.value)
+    try:
+        train(_CONFIG.value, _WORKDIR.value)
+    except CheckpointSaveError as e:
+        raise SystemExit(f"error: {e}") from None
 
 
 def parse_flags(argv: list[str]) -> list[str]:

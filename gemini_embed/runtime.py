@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import os
 import pathlib
+import sys
 
 # Everything derived and re-creatable: assembled weights, tokenizers, prepared datasets, XLA programs.
 CACHE_DIR = pathlib.Path(os.environ.get("GEMINI_EMBED_CACHE", pathlib.Path.home() / ".cache" / "gemini_embed"))
@@ -67,8 +68,24 @@ def init_distributed() -> None:
         jax.distributed.initialize()  # cluster environments jax auto-detects
 
 
+def die_with_launcher() -> None:
+    """Under launch/local.sh (GEMINI_EMBED_LAUNCHER_PID set): get SIGTERM when the launcher dies,
+    even by SIGKILL, so no trainer outlives it (Linux prctl PR_SET_PDEATHSIG; SIGTERM then saves
+    and stops like a preemption)."""
+    launcher = os.environ.get("GEMINI_EMBED_LAUNCHER_PID")
+    if not launcher or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != int(launcher):  # it died before the prctl
+        raise SystemExit(f"error: the launcher (pid {launcher}) is gone; not starting")
+
+
 def setup_command(distributed: bool = False) -> None:
     """What every command runs first."""
+    die_with_launcher()
     default_platforms()
     enable_compilation_cache()
     if distributed:

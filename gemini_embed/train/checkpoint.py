@@ -17,7 +17,9 @@ On-disk layout::
     config.json                         model config dict, written last: its presence marks the export done
 
 Nothing here deletes a checkpoint except orbax's keep-K rotation. A state with a NaN or Inf is
-never written. The step directory name is the step (`WORKDIR/checkpoints/1000/`).
+never written. The step directory name is the step (`WORKDIR/checkpoints/1000/`). A save that fails
+in orbax's background thread (a full disk) is raised by the next `check()` as CheckpointSaveError,
+not one save interval later.
 """
 from __future__ import annotations
 
@@ -28,6 +30,9 @@ import itertools
 import json
 import logging
 import os
+import re
+import shutil
+import signal
 import time
 from typing import Any, Mapping
 
@@ -55,6 +60,29 @@ def _barrier(name: str) -> None:
 
 class NonFiniteStateError(ValueError):
     """The state holds a NaN or Inf: the save is refused, so it never reaches a checkpoint."""
+
+
+class CheckpointSaveError(RuntimeError):
+    """A save did not reach the disk; the message names the directory, the cause and the last good step."""
+
+
+class _OrbaxErrors(logging.Handler):
+    """Keeps the first error orbax logs: its background save thread logs a failed write (with the
+    OSError) and carries on, so this is the only place the failure shows as soon as it happens."""
+
+    def __init__(self):
+        super().__init__(logging.ERROR)
+        self.first: logging.LogRecord | None = None
+
+    def emit(self, record):
+        if self.first is None and "orbax" in record.pathname:
+            self.first = record
+
+
+def _os_error(e: BaseException | None) -> OSError | None:
+    while e is not None and not isinstance(e, OSError):
+        e = e.__cause__ or e.__context__
+    return e
 
 
 class CheckpointRestoreError(RuntimeError):
@@ -148,6 +176,10 @@ class Checkpointer:
                                                enable_async_checkpointing=async_save, create=True)
         registry = _registry((ocp.args.StandardSave, ocp.args.StandardRestore), ocp.StandardCheckpointHandler)
         self._manager = ocp.CheckpointManager(self.directory, options=options, handler_registry=registry)
+        self._pending: int | None = None  # the step of the last save started
+        self._errors = _OrbaxErrors()
+        logging.getLogger("absl").addHandler(self._errors)
+        self._terminated = False
 
     # -- bookkeeping ---------------------------------------------------------------------------
     def all_steps(self) -> list[int]:
@@ -161,12 +193,70 @@ class Checkpointer:
         return self._manager.should_save(step)
 
     def wait(self) -> None:
-        """Blocks until an asynchronous save is on disk (raises if it failed)."""
-        self._manager.wait_until_finished()
+        """Blocks until an asynchronous save is on disk; CheckpointSaveError if it is not."""
+        cause = None
+        try:
+            self._manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001 - reported with the directory and the last good step
+            cause = e
+        self.check(cause)
+        if self._pending is not None:
+            step, self._pending = self._pending, None
+            self._manager.reload()
+            if step not in self._manager.all_steps():
+                self._fail(step, None)
+
+    def check(self, cause: BaseException | None = None) -> None:
+        """Raises CheckpointSaveError if a save has failed so far (cheap: call it every step)."""
+        if cause is not None or self._errors.first is not None:
+            record = self._errors.first
+            self._fail(self._pending, cause or (record.exc_info[1] if record and record.exc_info else None),
+                       record.getMessage() if record else "")
+
+    def _fail(self, step, cause, logged: str = "") -> None:
+        err = _os_error(cause)
+        # tensorstore's message: ... Failed writing: "PATH": Failed to write N bytes ...: STRERROR [os_error_code='N']
+        ts = re.search(r'Failed writing: "([^"]+)".*: ([^:]+?) \[os_error_code=\'(\d+)\'\]', str(cause or logged))
+        if err:
+            why = f"[Errno {err.errno}] {err.strerror}" + (f": {err.filename}" if err.filename else "")
+        elif ts:
+            why = f"[Errno {ts[3]}] {ts[2]}: {ts[1]}"
+        else:
+            why = f"{type(cause).__name__}: {cause}" if cause else logged or "its files are not on disk"
+        try:
+            free = f"{shutil.disk_usage(self.directory.parent).free / 2**20:,.0f} MiB free there"
+        except OSError:
+            free = "free space unknown"
+        self._manager.reload()
+        last = self._manager.latest_step()
+        self._pending, self._errors.first = None, None  # reported once
+        try:  # stop orbax's threads now, or they print tracebacks at interpreter exit
+            self.close()
+        except Exception:  # noqa: BLE001 - the save error below is the one to report
+            pass
+        raise CheckpointSaveError(
+            f"checkpoint of step {step} was not written to {self.directory} ({why}; {free}); the last good "
+            f"checkpoint is {f'step {last}' if last is not None else 'none'}: fix the cause and rerun to resume "
+            f"from it") from cause
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            logging.getLogger("absl").removeHandler(self._errors)
+            self._manager.close()
+
+    # -- preemption ------------------------------------------------------------------------------
+    def catch_sigterm(self) -> None:
+        """One process: SIGTERM (a scheduler's stop) marks the run preempted instead of killing it;
+        `preempted(step)` then says so. With jax.distributed, jax's preemption service catches it
+        on every host and agrees on the step."""
+        if jax.process_count() == 1:
+            signal.signal(signal.SIGTERM, lambda *_: setattr(self, "_terminated", True))
+
+    def preempted(self, step: int) -> bool:
+        """True at the step where this run should save and stop (every process agrees)."""
+        return self._terminated or (jax.process_count() > 1 and self._manager.reached_preemption(step))
 
     def __enter__(self) -> Checkpointer:
         return self
@@ -196,10 +286,14 @@ class Checkpointer:
         record = {"step": int(step), "wall_time": time.time(), "library_version": _LIBRARY_VERSION,
                   "jax_version": jax.__version__, "orbax_version": ocp.__version__,
                   "config": self.config, **to_json(meta)}
-        return self._manager.save(step, force=force, args=ocp.args.Composite(**{
+        self.check()
+        started = self._manager.save(step, force=force, args=ocp.args.Composite(**{
             STATE: ocp.args.StandardSave(state),
             DATA: ocp.args.JsonSave(_encode_data(data_state)),
             META: ocp.args.JsonSave(record)}))
+        if started:
+            self._pending = step
+        return started
 
     # -- restore -------------------------------------------------------------------------------
     def restore(self, step: int, abstract_state) -> tuple[int, Any, Any, dict]:

@@ -13,7 +13,6 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from tqdm.auto import tqdm
 
 from gemini_embed import sharding
@@ -175,7 +174,10 @@ def train(config, workdir: str) -> dict:
     tokens_per_step = c.train.global_batch_size * (c.data.query_len + (1 + run.num_negatives) * c.data.positive_len)
     masks = ("query_mask", "positive_mask", "negative_mask")
     bar = tqdm(range(start, c.train.steps), initial=start, total=c.train.steps, desc="train", disable=not lead)
+    ckpt.catch_sigterm()
+    preempted_at = None
     for k in bar:
+        ckpt.check()  # a failed background save stops the run here, not one save interval later
         host = next(batches)
         source = data.names[int(host["dataset"])]
         batch = data_pipeline.global_batch(host, mesh)
@@ -206,12 +208,21 @@ def train(config, workdir: str) -> dict:
                           f"lr {row['learning_rate']:.2e} |g| {row['grad_norm']:.3f} "
                           f"{row['examples_per_sec']:.1f} ex/s mfu {row['mfu']:.3f} [{row['source']}]")
             t_last, n_since, real_since = time.perf_counter(), 0, 0
-        if ckpt.should_save(step) or step == c.train.steps:
-            ckpt.save(step, state, data.state(batches), force=step == c.train.steps)
+        preempted = ckpt.preempted(step)
+        if ckpt.should_save(step) or step == c.train.steps or preempted:
+            ckpt.save(step, state, data.state(batches), force=step == c.train.steps or preempted)
+        if preempted and step < c.train.steps:
+            preempted_at = step
+            break
     ckpt.close()
     writer.close()
     summary = {"steps": c.train.steps, "resumed_from": start, "gflop_per_step": flops / 1e9,
                "memory_bytes": memory, "train_step_program": setup.fingerprint(lowered)}
+    if preempted_at is not None:
+        bar.close()
+        log.warning("preempted (SIGTERM): saved step %d to %s; rerun the same command to resume", preempted_at,
+                    ckpt.directory)
+        return {**summary, "preempted_at": preempted_at}
     if c.eval.tasks and lead and jax.process_count() == 1:
         after = evaluate_params(pretrained, jax.device_get(state.model_params), c.eval.tasks)
         summary["eval"] = {"before": before, "after": after}

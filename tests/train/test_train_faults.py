@@ -29,8 +29,9 @@ def _wait_for(predicate, timeout, what):
 
 
 def _trainers(workdir):
-    """PIDs of live processes whose command line names `workdir`."""
-    out = subprocess.run(["pgrep", "-f", f"--workdir {workdir}"], capture_output=True, text=True).stdout
+    """PIDs of the live train commands (not the launcher) working in `workdir`."""
+    out = subprocess.run(["pgrep", "-f", f"gemini_embed.main .*--workdir {workdir}"], capture_output=True,
+                         text=True).stdout
     return [int(p) for p in out.split()]
 
 

@@ -183,7 +183,7 @@ def _trained(path: pathlib.Path, projection, mrl_dims, max_length, encoder_overr
     """A workdir or export: its stored spec and params. Its head is part of what was trained, so a
     different projection or MRL list is an error; encoder overrides (dtype, ...) apply as elsewhere."""
     from gemini_embed.train import provenance
-    from gemini_embed.train.checkpoint import load_params
+    from gemini_embed.train.export import load_params
 
     params, meta_config = load_params(path)
     spec = meta_config["model"]

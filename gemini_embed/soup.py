@@ -39,7 +39,7 @@ class Ingredient:
 
 def load_ingredient(path) -> Ingredient:
     from gemini_embed.train import provenance
-    from gemini_embed.train.checkpoint import load_params
+    from gemini_embed.train.export import load_params
 
     params, config = load_params(path)
     if "model" not in config:
@@ -125,7 +125,7 @@ def make_soup(inputs: Sequence[str], method: str, output, *, dev: str = "", data
               overwrite: bool = False) -> dict:
     """Builds the soup of `inputs` and writes it to `output`; returns its provenance record."""
     from gemini_embed.train import provenance
-    from gemini_embed.train.checkpoint import export_params
+    from gemini_embed.train.export import export_params
 
     if method not in ("uniform", "greedy"):
         raise ValueError(f"--method must be uniform or greedy, got {method!r}")

@@ -14,7 +14,7 @@ import gemini_embed as ge
 from gemini_embed import soup
 from gemini_embed.pretrained import resolve
 from gemini_embed.train import provenance
-from gemini_embed.train.checkpoint import export_params, load_params
+from gemini_embed.train.export import export_params, load_params
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -6,20 +6,18 @@ On-disk layout::
     <step>/state/                       train-state pytree (StandardSave: OCDBT + zarr, one file set per shard)
     <step>/data/                        data-iterator state, JSON {"kind": "json"|"bytes", "value": ...}
     <step>/meta/                        JSON {"step", "wall_time", "library_version", "jax_version",
-                                        "orbax_version", "config", ...keys passed to save(meta=...)}
+                                        "orbax_version", "config", "checksums", ...keys passed to save(meta=...)}
     <step>.orbax-checkpoint-tmp/        an unfinished save (killed mid-write; on GCS: <step>/ without
                                         commit_success.txt): never listed as a step, replaced when
                                         that step is saved again
     <step>.corrupt-<unix time>/         a newer step that failed to restore while an older one
                                         worked, moved aside so training can save that step again
-  EXPORT/
-    params/                             params pytree (StandardSave)
-    config.json                         model config dict, written last: its presence marks the export done
 
 Nothing here deletes a checkpoint except orbax's keep-K rotation. A state with a NaN or Inf is
 never written. The step directory name is the step (`WORKDIR/checkpoints/1000/`). A save that fails
 in orbax's background thread (a full disk) is raised by the next `check()` as CheckpointSaveError,
-not one save interval later.
+not one save interval later. `checksums` (crc32 of every leaf's value, by path) are verified on
+restore: a checkpoint whose bytes changed on disk falls back like any that does not restore.
 """
 from __future__ import annotations
 
@@ -34,6 +32,7 @@ import re
 import shutil
 import signal
 import time
+import zlib
 from typing import Any, Mapping
 
 import jax
@@ -47,8 +46,7 @@ log = logging.getLogger(__name__)
 
 CHECKPOINTS_SUBDIR = "checkpoints"
 STATE, DATA, META = "state", "data", "meta"
-EXPORT_PARAMS, EXPORT_CONFIG = "params", "config.json"
-_RESERVED_META = ("step", "wall_time", "library_version", "jax_version", "orbax_version", "config")
+_RESERVED_META = ("step", "wall_time", "library_version", "jax_version", "orbax_version", "config", "checksums")
 _LIBRARY_VERSION = importlib.metadata.version("gemini_embed")
 _barrier_ids = itertools.count()  # every process calls the barriers in the same order
 
@@ -106,6 +104,16 @@ def non_finite_paths(tree) -> list[str]:
     if not leaves or bool(_all_finite([x for _, x in leaves])):
         return []
     return [path for path, x in leaves if not bool(jnp.isfinite(x).all())]
+
+
+def checksums(tree) -> dict[str, str]:
+    """crc32 of each leaf's value (its bytes in logical order, so any mesh gives the same), by
+    path. Leaves this process does not hold whole (multi-host sharding) are left out."""
+    out = {}
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        if getattr(leaf, "is_fully_addressable", True):
+            out[jax.tree_util.keystr(path)] = f"{zlib.crc32(np.ascontiguousarray(np.asarray(leaf)).reshape(-1).view(np.uint8)):08x}"
+    return out
 
 
 def _json_default(obj):
@@ -285,7 +293,7 @@ class Checkpointer:
             raise ValueError(f"meta keys {sorted(clash)} are reserved (set by the Checkpointer)")
         record = {"step": int(step), "wall_time": time.time(), "library_version": _LIBRARY_VERSION,
                   "jax_version": jax.__version__, "orbax_version": ocp.__version__,
-                  "config": self.config, **to_json(meta)}
+                  "config": self.config, "checksums": checksums(state), **to_json(meta)}
         self.check()
         started = self._manager.save(step, force=force, args=ocp.args.Composite(**{
             STATE: ocp.args.StandardSave(state),
@@ -307,6 +315,16 @@ class Checkpointer:
         bad = non_finite_paths(out[STATE])
         if bad:  # save() never writes these, so the bytes on disk are damaged
             raise ValueError(f"restored state of step {step} has non-finite values in {bad[:8]}")
+        want, got = meta.get("checksums") or {}, checksums(out[STATE])
+        changed = [k for k, v in want.items() if k in got and got[k] != v]
+        if jax.process_count() > 1:  # process 0 wrote the sums and holds the leaves it checks: it decides
+            from jax.experimental import multihost_utils
+
+            if not multihost_utils.broadcast_one_to_all(np.int32(not changed)):
+                changed = changed or ["(found by process 0)"]
+        if changed:
+            raise ValueError(f"checkpoint step {step}: checksum mismatch in {changed[:4]}: its files changed "
+                             f"after the save")
         return step, out[STATE], _decode_data(out[DATA]), meta
 
     def latest_meta(self) -> dict | None:
@@ -363,79 +381,3 @@ class Checkpointer:
                 src.rename(dst)
         _barrier("checkpoint_quarantine")
         self._manager.reload()
-
-
-# -- params-only export for serving ------------------------------------------------------------
-def export_params(params, directory, config: Any, *, overwrite: bool = False) -> epath.Path:
-    """Writes `EXPORT/params` (orbax StandardSave) then `EXPORT/config.json` (the model config)."""
-    directory = _orbax_path(directory)
-    bad = non_finite_paths(params)
-    if bad:
-        raise NonFiniteStateError(f"params have non-finite values in {bad[:8]}; export not written")
-    config = to_json(config)
-    if (directory / EXPORT_PARAMS).exists() or (directory / EXPORT_CONFIG).exists():
-        if not overwrite:
-            raise FileExistsError(f"{directory} already holds an export (pass overwrite=True)")
-        if jax.process_index() == 0:
-            (directory / EXPORT_CONFIG).unlink(missing_ok=True)  # first: the export is now incomplete
-            (directory / EXPORT_PARAMS).rmtree(missing_ok=True)
-        _barrier("export_clear")
-    with ocp.StandardCheckpointer() as ckpt:
-        ckpt.save(directory / EXPORT_PARAMS, params)
-        ckpt.wait_until_finished()
-    if jax.process_index() == 0:
-        tmp = directory / (EXPORT_CONFIG + ".tmp")
-        tmp.write_text(json.dumps(config, indent=2, sort_keys=True))
-        tmp.rename(directory / EXPORT_CONFIG)
-    _barrier("export_done")
-    return directory
-
-
-def _host_subtree(restore_from, tree_metadata, key: str | None):
-    """Restores `tree_metadata[key]` (or all of it) as numpy arrays, reading nothing else."""
-    sub = tree_metadata if key is None else tree_metadata[key]
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype), sub)
-    restore_args = jax.tree.map(lambda m: ocp.RestoreArgs(restore_type=np.ndarray), sub)
-    if key is None:
-        return restore_from(ocp.args.PyTreeRestore(item=target, restore_args=restore_args))
-    return restore_from(ocp.args.PyTreeRestore(item={key: target}, restore_args={key: restore_args},
-                                               partial_restore=True))[key]
-
-
-def load_params(path) -> tuple[Any, dict]:
-    """(params as host numpy arrays, config dict) from an export, a workdir or its checkpoints/.
-
-    Export: `EXPORT/params` and `EXPORT/config.json`. Workdir: the `params` field of the state of
-    the newest step that restores (older steps are tried with a warning), and `meta["config"]`.
-    """
-    path = _orbax_path(path)
-    if (path / EXPORT_CONFIG).exists() and (path / EXPORT_PARAMS).exists():
-        item = path / EXPORT_PARAMS
-        with ocp.PyTreeCheckpointer() as ckpt:
-            tree = ckpt.metadata(item).item_metadata.tree
-            params = _host_subtree(lambda args: ckpt.restore(item, args=args), tree, None)
-        return params, json.loads((path / EXPORT_CONFIG).read_text())
-    directory = path / CHECKPOINTS_SUBDIR if (path / CHECKPOINTS_SUBDIR).is_dir() else path
-    registry = _registry((ocp.args.PyTreeRestore,), ocp.PyTreeCheckpointHandler)
-    options = ocp.CheckpointManagerOptions(read_only=True, create=False)
-    with ocp.CheckpointManager(directory, options=options, handler_registry=registry) as manager:
-        steps = sorted(manager.all_steps(), reverse=True)
-        if not steps:
-            raise FileNotFoundError(f"{path}: neither an export ({EXPORT_PARAMS}/ + {EXPORT_CONFIG}) nor a "
-                                    f"workdir with finished checkpoints")
-        for step in steps:
-            try:
-                with ocp.PyTreeCheckpointer() as ckpt:
-                    tree = ckpt.metadata(directory / str(step) / STATE).item_metadata.tree
-                if "params" not in tree:
-                    raise KeyError(f"state has no 'params' field (top-level keys: {sorted(tree)})")
-                meta = manager.restore(step, args=ocp.args.Composite(**{META: ocp.args.JsonRestore()}))[META]
-                params = _host_subtree(
-                    lambda args: manager.restore(step, args=ocp.args.Composite(**{STATE: args}))[STATE],
-                    tree, "params")
-            except Exception as e:  # noqa: BLE001 - try the previous step
-                log.warning("checkpoint %s/%d does not load (%s: %.300s); falling back to the previous "
-                            "checkpoint", directory, step, type(e).__name__, e)
-                continue
-            return params, meta.get("config") or {}
-    raise CheckpointRestoreError(f"no checkpoint in {directory} loads; tried steps {steps}")

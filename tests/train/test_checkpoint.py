@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from gemini_embed.train.checkpoint import (CheckpointRestoreError, Checkpointer, NonFiniteStateError,
-                                           export_params, load_params)
+from gemini_embed.train.checkpoint import CheckpointRestoreError, Checkpointer, NonFiniteStateError
+from gemini_embed.train.export import export_params, load_params
 
 LOGGER = "gemini_embed.train.checkpoint"
 
@@ -203,6 +203,48 @@ def test_corrupt_latest_falls_back_with_warning(tmp_path, mesh, caplog, damage):
     assert_bit_identical(params, host(make_state(mesh, 2).params))
     assert "4" in os.listdir(tmp_path / "w2" / "checkpoints")
     gc.collect()  # let the failed readers' coroutines report here, under this test's filter
+
+
+def big_state(mesh, seed):
+    """One 256 x 256 leaf: large enough that OCDBT stores it out of line (zstd, no CRC of its own;
+    small leaves sit in CRC-checked b-tree nodes)."""
+    w = np.random.default_rng(seed).normal(size=(256, 256)).astype(np.float32)
+    return {"params": {"w": jax.device_put(w, NamedSharding(mesh, P("d")))}}
+
+
+def test_a_flipped_bit_fails_the_checksum_and_falls_back(tmp_path, mesh, caplog):
+    with Checkpointer(tmp_path, save_every=1, async_save=False) as ckpt:
+        for step in (2, 4):
+            ckpt.save(step, big_state(mesh, step), {"pos": step})
+    victim = max((f for f in (tmp_path / "checkpoints" / "4").rglob("*") if f.is_file()), key=os.path.getsize)
+    good = victim.read_bytes()
+    found = None
+    for pos in range(len(good) // 2, len(good), 997):  # most single flips decode (to wrong floats); some do not
+        bad = bytearray(good)
+        bad[pos] ^= 1
+        victim.write_bytes(bytes(bad))
+        with Checkpointer(tmp_path, save_every=1) as ckpt, pytest.raises(Exception) as e:
+            ckpt.restore(4, abstract(big_state(mesh, 0)))
+        if "checksum mismatch in [\"['params']['w']\"]" in str(e.value):
+            found = pos
+            break
+    assert found is not None, "no single-bit flip decoded to other values"
+    with caplog.at_level(logging.WARNING, logger=LOGGER), Checkpointer(tmp_path, save_every=1) as ckpt:
+        step, state, _, _ = ckpt.restore_latest(abstract(big_state(mesh, 0)))
+    want = np.asarray(big_state(mesh, 2)["params"]["w"])
+    assert step == 2 and np.array_equal(np.asarray(state["params"]["w"]), want)
+    assert any("checksum mismatch" in r.getMessage() for r in caplog.records)
+    # Serving reads (load_params) check the same sums (a second workdir, the same flip).
+    with Checkpointer(tmp_path / "w2", save_every=1, async_save=False) as ckpt:
+        for step in (2, 4):
+            ckpt.save(step, big_state(mesh, step), {"pos": step})
+    victim = max((f for f in (tmp_path / "w2" / "checkpoints" / "4").rglob("*") if f.is_file()), key=os.path.getsize)
+    raw = bytearray(victim.read_bytes())
+    raw[found] ^= 1  # same data, same compression: the same flip decodes to other values again
+    victim.write_bytes(bytes(raw))
+    with caplog.at_level(logging.WARNING, logger=LOGGER):
+        params, _ = load_params(tmp_path / "w2")
+    assert np.array_equal(params["w"], want)
 
 
 def test_unfinished_saves_are_skipped(tmp_path, mesh, caplog):

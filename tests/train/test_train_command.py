@@ -15,7 +15,7 @@ import jax
 import numpy as np
 import pytest
 
-from gemini_embed.train.checkpoint import load_params
+from gemini_embed.train.export import load_params
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

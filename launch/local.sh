@@ -28,8 +28,7 @@ for ((i = 0; i < n; i++)); do
     "$py" -m gemini_embed.main "$@" &
   pids+=("$!")
 done
-forward() { kill -TERM "${pids[@]}" 2>/dev/null || true; }
-trap forward TERM INT
+trap 'kill -TERM "${pids[@]}" 2>/dev/null || true' TERM INT  # pass the stop on to every trainer
 status=0
 for pid in "${pids[@]}"; do
   while true; do  # a trapped signal ends `wait` early: wait again until this child has exited

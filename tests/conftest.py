@@ -13,3 +13,21 @@ os.environ.setdefault(
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # shared test helpers (real_texts)
+
+import ctypes
+import gc
+
+import pytest
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _release_memory_after_each_module():
+    """When a test module ends, its compiled programs (jax's caches), garbage and freed heap pages
+    go back, so the modules after it do not stack on its peak (the suite's memory bound)."""
+    yield
+    import jax
+
+    jax.clear_caches()
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)

@@ -92,6 +92,11 @@ class Embedder:
         return self.config.output_dim
 
     @property
+    def mrl_dims(self) -> tuple[int, ...]:
+        """The Matryoshka dims the model was trained for (`embed(dim=...)`; any 1..dim works)."""
+        return tuple(self.config.mrl_dims)
+
+    @property
     def num_compilations(self) -> int:
         """Distinct input shapes run so far: each compiled once."""
         return len(self._shapes_seen)

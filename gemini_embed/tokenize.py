@@ -189,6 +189,7 @@ class GemmaTokenizer:
     def __init__(self, model_proto: bytes) -> None:
         import sentencepiece as spm
 
+        self.model_proto = model_proto  # the SentencePiece model, as `tokenizer.model` holds it
         self._sp = spm.SentencePieceProcessor(model_proto=model_proto)
         self.pad_id: int = self._sp.pad_id()
         self.bos_id: int = self._sp.bos_id()
@@ -232,6 +233,15 @@ class GemmaTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._sp.decode(list(ids))
+
+    def save(self, folder: str | os.PathLike[str], max_length: int) -> None:
+        """The Hugging Face files (``tokenizer.model``, ``tokenizer_config.json``) that tokenize as
+        ``encode`` does: BOS + text + EOS (EmbeddingGemma's setting)."""
+        folder = pathlib.Path(folder)
+        (folder / "tokenizer.model").write_bytes(self.model_proto)
+        _write_config(folder, {"tokenizer_class": "GemmaTokenizer", "add_bos_token": True, "add_eos_token": True,
+                               "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+                               "unk_token": "<unk>", "padding_side": "right", "model_max_length": max_length})
 
 
 # --------------------------------------------------------------------------------------------
@@ -278,3 +288,17 @@ class BertTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self._tok.decode(list(ids))
+
+    def save(self, folder: str | os.PathLike[str], max_length: int) -> None:
+        """``tokenizer.json`` (its post-processor adds [CLS]/[SEP]) and ``tokenizer_config.json``."""
+        folder = pathlib.Path(folder)
+        self._tok.save(str(folder / "tokenizer.json"))
+        _write_config(folder, {"tokenizer_class": "BertTokenizer", "do_lower_case": True, "cls_token": "[CLS]",
+                               "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]",
+                               "unk_token": "[UNK]", "model_max_length": max_length})
+
+
+def _write_config(folder: pathlib.Path, config: dict) -> None:
+    import json
+
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")

@@ -122,3 +122,41 @@ def load_bert(folder: str | os.PathLike, dtype: Any = jnp.float32) -> tuple[Bert
     params = remap(read_safetensors(source), cfg, source)
     check_params(params, abstract_params(cfg), source)
     return cfg, params
+
+
+def hf_tensors(cfg: BertConfig, params: dict[str, Any]) -> dict[str, np.ndarray]:
+    """The inverse of `remap`: our tree -> BertModel's tensor names (Linear weights [out, in])."""
+    p = params["params"] if "params" in params else params
+    D = cfg.d_model
+    f32 = lambda x: np.ascontiguousarray(np.asarray(x, np.float32))  # noqa: E731
+    out = {"embeddings.word_embeddings.weight": p["embed"]["word"],
+           "embeddings.position_embeddings.weight": p["embed"]["position"],
+           "embeddings.token_type_embeddings.weight": p["embed"]["token_type"],
+           "embeddings.LayerNorm.weight": p["embed"]["norm"]["scale"],
+           "embeddings.LayerNorm.bias": p["embed"]["norm"]["bias"]}
+
+    def linear(name, kernel, bias, n_in):
+        out[f"{name}.weight"] = np.asarray(kernel).reshape(n_in, -1).T
+        out[f"{name}.bias"] = np.asarray(bias).reshape(-1)
+
+    for i in range(cfg.num_layers):
+        layer, pre = p[f"layer_{i}"], f"encoder.layer.{i}."
+        for ours in ("query", "key", "value"):
+            linear(f"{pre}attention.self.{ours}", layer["attn"][ours]["kernel"], layer["attn"][ours]["bias"], D)
+        linear(f"{pre}attention.output.dense", layer["attn"]["out"]["kernel"], layer["attn"]["out"]["bias"], D)
+        linear(f"{pre}intermediate.dense", layer["mlp"]["wi"]["kernel"], layer["mlp"]["wi"]["bias"], D)
+        linear(f"{pre}output.dense", layer["mlp"]["wo"]["kernel"], layer["mlp"]["wo"]["bias"], cfg.mlp_dim)
+        for theirs, ours in (("attention.output.LayerNorm", "attn_norm"), ("output.LayerNorm", "mlp_norm")):
+            out[f"{pre}{theirs}.weight"] = layer[ours]["scale"]
+            out[f"{pre}{theirs}.bias"] = layer[ours]["bias"]
+    return {k: f32(v) for k, v in out.items()}
+
+
+def hf_config(cfg: BertConfig) -> dict[str, Any]:
+    """config.json of a BertModel with `cfg`'s architecture (exact gelu, absolute positions)."""
+    return {"architectures": ["BertModel"], "model_type": "bert", "vocab_size": cfg.vocab_size,
+            "hidden_size": cfg.d_model, "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
+            "intermediate_size": cfg.mlp_dim, "max_position_embeddings": cfg.max_position,
+            "type_vocab_size": cfg.type_vocab_size, "layer_norm_eps": cfg.layer_norm_eps, "hidden_act": "gelu",
+            "position_embedding_type": "absolute", "hidden_dropout_prob": 0.1,
+            "attention_probs_dropout_prob": 0.1, "initializer_range": 0.02, "pad_token_id": 0}

@@ -9,6 +9,7 @@ import dataclasses
 import json
 import pathlib
 
+import jax
 import numpy as np
 
 from gemini_embed.model.gemma3 import GEMMA3_PRESETS, Gemma3Config, stack_layers
@@ -62,6 +63,55 @@ def build_params(get, c: Gemma3Config, source: str) -> dict:
     if c.scan_layers:  # the layer scan's layout: one tree under "layers", leading dim = layer
         params = stack_layers(params, c.num_layers)
     return {"params": params}
+
+
+def hf_tensors(c: Gemma3Config, params: dict) -> dict[str, np.ndarray]:
+    """The inverse of `build_params` for the HF layout: {HF tensor name: float32 array} of
+    Gemma3TextModel (linear weights [out, in], norm weights `w` as transformers applies 1 + w)."""
+    p = params["params"] if "params" in params else params
+    if "layers" in p:  # scanned: one tree with a leading layer dim
+        p = {**{k: v for k, v in p.items() if k != "layers"},
+             **{f"layer_{i}": jax.tree.map(lambda x, i=i: x[i], p["layers"]) for i in range(c.num_layers)}}
+    D = c.d_model
+    f32 = lambda x: np.ascontiguousarray(np.asarray(x, np.float32))  # noqa: E731
+    out = {_GLOBAL_NAMES["embedding"][1]: f32(p["embedder"]["embedding"]),
+           _GLOBAL_NAMES["final_norm"][1]: f32(p["final_norm"]["scale"])}
+    for i in range(c.num_layers):
+        layer = p[f"layer_{i}"]
+        a, m = layer["attn"], layer["mlp"]
+        tensors = {
+            "q": a["q"]["kernel"].reshape(D, -1).T, "k": a["k"]["kernel"].reshape(D, -1).T,
+            "v": a["v"]["kernel"].reshape(D, -1).T, "o": a["o"]["kernel"].reshape(-1, D).T,
+            "q_norm": a["q_norm"]["scale"], "k_norm": a["k_norm"]["scale"],
+            "gate": m["gate"]["kernel"].T, "up": m["up"]["kernel"].T, "down": m["down"]["kernel"].T,
+            **{n: layer[n]["scale"] for n in ("pre_attn_norm", "post_attn_norm", "pre_mlp_norm", "post_mlp_norm")}}
+        out |= {_LAYER_NAMES[n][1].format(i=i): f32(t) for n, t in tensors.items()}
+    return {k.removeprefix("model."): v for k, v in out.items()}  # Gemma3TextModel's own names
+
+
+def hf_config(c: Gemma3Config, max_length: int) -> dict:
+    """config.json of a bidirectional Gemma3TextModel (EmbeddingGemma's settings). The file holds
+    the window itself: transformers builds its exclusive bound (window // 2 + 1) from it."""
+    if c.query_pre_attn_scalar != int(c.query_pre_attn_scalar):
+        raise ValueError(f"query_pre_attn_scalar {c.query_pre_attn_scalar} is not an integer: transformers' "
+                         f"Gemma3TextConfig only takes integers")
+    rope_global = {"rope_type": "default", "rope_theta": c.rope_global_base}
+    if c.rope_global_scale != 1.0:
+        rope_global = {"rope_type": "linear", "factor": c.rope_global_scale, "rope_theta": c.rope_global_base}
+    return {
+        "architectures": ["Gemma3TextModel"], "model_type": "gemma3_text", "torch_dtype": "float32",
+        "vocab_size": c.vocab_size, "hidden_size": c.d_model, "num_hidden_layers": c.num_layers,
+        "num_attention_heads": c.num_heads, "num_key_value_heads": c.num_kv_heads, "head_dim": c.head_dim,
+        "intermediate_size": c.mlp_dim, "hidden_activation": "gelu_pytorch_tanh",
+        "max_position_embeddings": max(max_length, 2048), "rms_norm_eps": c.norm_eps,
+        "query_pre_attn_scalar": int(c.query_pre_attn_scalar), "sliding_window": c.sliding_window,
+        "layer_types": ["full_attention" if c.is_global(i) else "sliding_attention" for i in range(c.num_layers)],
+        "rope_parameters": {"full_attention": rope_global,
+                            "sliding_attention": {"rope_type": "default", "rope_theta": c.rope_local_base}},
+        "use_bidirectional_attention": True, "attention_bias": False, "attention_dropout": 0.0,
+        "final_logit_softcapping": None, "attn_logit_softcapping": None,
+        "pad_token_id": 0, "eos_token_id": 1, "bos_token_id": 2, "tie_word_embeddings": True,
+    }
 
 
 # ---------------------------------------------------------------- GGUF
@@ -137,9 +187,8 @@ def gemma3_config_from_hf(cfg: dict, base: Gemma3Config | None = None) -> Gemma3
         rope_global_scale=float(global_rope.get("factor", scaling.get("factor", 1.0))),
         norm_eps=float(cfg.get("rms_norm_eps", base.norm_eps)),
     )
-    if cfg.get("use_bidirectional_attention"):
-        # transformers stores window // 2 + 1 (an exclusive bound) in bidirectional configs.
-        c = dataclasses.replace(c, sliding_window=(c.sliding_window - 1) * 2)
+    # A bidirectional config.json holds the window itself too: transformers keeps window // 2 + 1
+    # (an exclusive bound) in memory and writes the window back (Gemma3TextConfig.to_dict).
     layer_types = cfg.get("layer_types")
     if layer_types:
         want = ["full_attention" if c.is_global(i) else "sliding_attention" for i in range(c.num_layers)]
@@ -168,8 +217,9 @@ def load_gemma3_hf(folder, **overrides) -> tuple[Gemma3Config, dict]:
         except Exception as e:
             raise WeightImportError(f"{f}: cannot read as safetensors ({type(e).__name__}: {e})") from e
         for key in h.keys():
-            # Multimodal checkpoints nest the text model under `language_model`.
-            handles[key.replace("model.language_model.", "model.").replace("language_model.model.", "model.")] = (h, key)
+            # Multimodal checkpoints nest the text model under `language_model`; a text model has no prefix.
+            name = key.replace("model.language_model.", "model.").replace("language_model.model.", "model.")
+            handles[name if name.startswith("model.") else "model." + name] = (h, key)  # Gemma3TextModel: bare
 
     class _Lazy(dict):  # `require` checks names and shapes; tensors are read only when used
         def __getitem__(self, k):

@@ -106,6 +106,7 @@ def hf_config(c: Gemma3Config, max_length: int) -> dict:
         "max_position_embeddings": max(max_length, 2048), "rms_norm_eps": c.norm_eps,
         "query_pre_attn_scalar": int(c.query_pre_attn_scalar), "sliding_window": c.sliding_window,
         "layer_types": ["full_attention" if c.is_global(i) else "sliding_attention" for i in range(c.num_layers)],
+        "sliding_window_pattern": c.global_every,
         "rope_parameters": {"full_attention": rope_global,
                             "sliding_attention": {"rope_type": "default", "rope_theta": c.rope_local_base}},
         "use_bidirectional_attention": True, "attention_bias": False, "attention_dropout": 0.0,
@@ -166,6 +167,11 @@ def load_gemma3_gguf(path, **overrides) -> tuple[Gemma3Config, dict]:
 
 # ---------------------------------------------------------------- Hugging Face safetensors folder
 
+def _first_global(layer_types) -> int | None:
+    """The layer pattern's period from `layer_types` (1 + the first full-attention layer)."""
+    return layer_types.index("full_attention") + 1 if layer_types and "full_attention" in layer_types else None
+
+
 def gemma3_config_from_hf(cfg: dict, base: Gemma3Config | None = None) -> Gemma3Config:
     cfg = cfg.get("text_config", cfg)
     base = base or GEMMA3_PRESETS["gemma3-270m"]
@@ -180,7 +186,7 @@ def gemma3_config_from_hf(cfg: dict, base: Gemma3Config | None = None) -> Gemma3
         head_dim=cfg.get("head_dim", cfg["hidden_size"] // cfg["num_attention_heads"]),
         mlp_dim=cfg["intermediate_size"],
         sliding_window=cfg.get("sliding_window") or base.sliding_window,
-        global_every=cfg.get("sliding_window_pattern", base.global_every),
+        global_every=cfg.get("sliding_window_pattern") or _first_global(cfg.get("layer_types")) or base.global_every,
         query_pre_attn_scalar=float(cfg.get("query_pre_attn_scalar", base.query_pre_attn_scalar)),
         rope_global_base=float(global_rope.get("rope_theta", cfg.get("rope_theta", base.rope_global_base))),
         rope_local_base=float(local_rope.get("rope_theta", cfg.get("rope_local_base_freq", base.rope_local_base))),

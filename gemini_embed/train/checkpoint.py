@@ -116,6 +116,17 @@ def checksums(tree) -> dict[str, str]:
     return out
 
 
+def changed_leaves(want: Mapping[str, str], tree, prefixes: tuple[str, ...] = ("",)) -> list[str]:
+    """The paths of `tree` whose checksum differs from `want[prefix + path]` (the first prefix that
+    `want` has; paths it lacks are not compared)."""
+    changed = []
+    for path, crc in checksums(tree).items():
+        key = next((p + path for p in prefixes if p + path in want), None)
+        if key is not None and want[key] != crc:
+            changed.append(path)
+    return changed
+
+
 def _json_default(obj):
     if isinstance(obj, np.generic):
         return obj.item()
@@ -315,8 +326,7 @@ class Checkpointer:
         bad = non_finite_paths(out[STATE])
         if bad:  # save() never writes these, so the bytes on disk are damaged
             raise ValueError(f"restored state of step {step} has non-finite values in {bad[:8]}")
-        want, got = meta.get("checksums") or {}, checksums(out[STATE])
-        changed = [k for k, v in want.items() if k in got and got[k] != v]
+        changed = changed_leaves(meta.get("checksums") or {}, out[STATE])
         if jax.process_count() > 1:  # process 0 wrote the sums and holds the leaves it checks: it decides
             from jax.experimental import multihost_utils
 

@@ -18,7 +18,7 @@ import orbax.checkpoint as ocp
 from etils import epath
 
 from gemini_embed.train.checkpoint import (CHECKPOINTS_SUBDIR, META, STATE, CheckpointRestoreError,
-                                           NonFiniteStateError, _barrier, _orbax_path, _registry, checksums,
+                                           NonFiniteStateError, _barrier, _orbax_path, _registry, changed_leaves,
                                            non_finite_paths, to_json)
 
 log = logging.getLogger("gemini_embed.train.checkpoint")  # one logger for everything checkpoints say
@@ -29,8 +29,7 @@ EXPORT_PARAMS, EXPORT_CONFIG = "params", "config.json"
 def _verify(meta: dict, params, step: int) -> None:
     """The params against the checksums their train state was saved with (TrainState paths start
     `.params`, those of a plain dict state `['params']`)."""
-    want = meta.get("checksums") or {}
-    changed = [k for k, v in checksums(params).items() if want.get(".params" + k, want.get(f"['params']{k}", v)) != v]
+    changed = changed_leaves(meta.get("checksums") or {}, params, (".params", "['params']"))
     if changed:
         raise ValueError(f"checkpoint step {step}: checksum mismatch in {changed[:4]}: its files changed after the save")
 

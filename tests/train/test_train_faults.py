@@ -47,9 +47,11 @@ def test_a_failed_checkpoint_save_stops_the_run_at_once(tmp_path):
     p = subprocess.run(_cmd(tmp_path, "--config.train.steps=60", *every), cwd=ROOT, env=_env(8),
                        capture_output=True, text=True, timeout=900, preexec_fn=small_files)
     assert p.returncode != 0
-    last_line = p.stderr.strip().splitlines()[-1]
-    assert last_line.startswith(f"error: checkpoint of step 20 was not written to {tmp_path}/checkpoints")
-    assert "[Errno 27] File too large" in last_line and "the last good checkpoint is step 10" in last_line
+    # The one-line error; orbax's reader coroutines may still print their own traceback after it.
+    errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
+    assert len(errors) == 1, p.stderr[-3000:]
+    assert errors[0].startswith(f"error: checkpoint of step 20 was not written to {tmp_path}/checkpoints")
+    assert "[Errno 27] File too large" in errors[0] and "the last good checkpoint is step 10" in errors[0]
     assert max(m["step"] for m in _metrics(tmp_path)) < 30  # before: it trained on to the next save
     assert _steps_on_disk(tmp_path) == [10]
     _run(tmp_path, "--config.train.steps=12", *every)  # the good checkpoint still resumes

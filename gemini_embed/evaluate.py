@@ -99,7 +99,7 @@ def main(argv=None) -> dict:
     runtime.setup_command()
 
     import gemini_embed as ge
-    from gemini_embed.eval import runner
+    from gemini_embed.eval import report, runner
     from gemini_embed.eval.cache import EmbeddingCache, model_fingerprint
 
     dims = [int(d) for d in args.dims.split(",")] if args.dims else None
@@ -147,7 +147,7 @@ def main(argv=None) -> dict:
     out.with_suffix(".md").write_text(markdown_table(results, args.model))
     if dims and len(dims) > 1:
         plot_mrl(results, dims, out.with_suffix(".png"), args.model)
-    print(runner.format_table(results))
+    print(report.format_table(results))
     if cache is not None:
         print(f"embedding cache {cache.dir}: {cache.hits} read, {cache.misses} embedded")
     print(f"wrote {out} and {out.with_suffix('.md')} ({report['seconds']:.0f} s)")

@@ -31,3 +31,25 @@ def _release_memory_after_each_module():
     gc.collect()
     if sys.platform.startswith("linux"):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+_MEMORY_LOG = os.environ.get("GEMINI_EMBED_TEST_MEMORY_LOG")
+
+
+if _MEMORY_LOG:
+    import resource
+    import time
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        """Opt-in per-test memory log (what finds the suite's heaviest tests): seconds, this process's
+        RSS after the test, and the peak RSS so far of this process and of its largest child."""
+        start = time.perf_counter()
+        yield
+        with open("/proc/self/status") as f:
+            rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        with open(_MEMORY_LOG, "a") as f:
+            f.write(f"{item.nodeid}\t{time.perf_counter() - start:.1f}\t{rss // 1024}\t{own // 1024}\t"
+                    f"{child // 1024}\n")

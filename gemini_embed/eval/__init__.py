@@ -10,7 +10,8 @@ and an mteb adapter (`mteb_adapter.py`, imported on its own: it needs mteb).
 from gemini_embed.eval.cache import EmbeddingCache, model_fingerprint
 from gemini_embed.eval.evaluators import EVALUATORS, undersample
 from gemini_embed.eval.readers import DataFormatError
-from gemini_embed.eval.runner import evaluate, evaluate_task, family_means, format_table, truncated
+from gemini_embed.eval.report import family_means, format_table
+from gemini_embed.eval.runner import evaluate, evaluate_task, truncated
 from gemini_embed.eval.search import top_k
 from gemini_embed.eval.tasks import (
     FAMILIES,

@@ -8,6 +8,7 @@ the inputs; the output order is restored.
 from __future__ import annotations
 
 import math
+import pathlib
 import warnings
 from typing import Any, Sequence
 
@@ -16,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm.auto import tqdm
 
-from gemini_embed import sharding
+from gemini_embed import quantize, sharding
 from gemini_embed.model.embedding_model import EmbeddingModel, EmbeddingModelConfig
-from gemini_embed.normalize import mrl_truncate
+from gemini_embed.normalize import l2_normalize, mrl_truncate
 from gemini_embed.pretrained import resolve
 from gemini_embed.tokenize import apply_prompt
 
@@ -72,6 +73,7 @@ class Embedder:
         self.params = jax.device_put(params, shardings)
         self._fn = make_embed_fn(self.model, self.mesh, shardings)
         self._shapes_seen: set[tuple[int, int]] = set()
+        self.calibration: np.ndarray | None = None  # [N, dim] embeddings: int8/uint8 ranges (`calibrate`)
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -83,8 +85,12 @@ class Embedder:
         export) keeps the head it was trained with: only `max_length` and encoder fields apply.
         """
         p = resolve(name_or_path, **overrides)
-        return cls(p.config, p.params, p.tokenizer, max_length=p.max_length, uses_prompts=p.uses_prompts, name=p.name,
-                   provenance=p.provenance)
+        out = cls(p.config, p.params, p.tokenizer, max_length=p.max_length, uses_prompts=p.uses_prompts, name=p.name,
+                  provenance=p.provenance)
+        saved = pathlib.Path(name_or_path) / quantize.CALIBRATION_FILE
+        if saved.is_file():  # written by `calibrate(..., save_to=)`
+            out.calibration = np.load(saved)
+        return out
 
     # ------------------------------------------------------------------ properties
     @property
@@ -104,13 +110,18 @@ class Embedder:
     # ------------------------------------------------------------------ embedding
     def embed(self, texts: Sequence[str], task: str | None = None, dim: int | None = None,
               batch_size: int = 64, titles: Sequence[str | None] | None = None,
-              progress: bool | None = None) -> np.ndarray:
+              progress: bool | None = None, precision: str = "float32",
+              ranges: np.ndarray | None = None) -> np.ndarray:
         """L2-normalised float32 embeddings [len(texts), dim], in input order.
 
         task: None = raw text; a query task name ("search result", ...) = `task: {task} | query: {text}`;
         "document" = `title: {title or none} | text: {text}`. Models trained without prompts
         (uses_prompts=False) ignore `task` for formatting and join titles to the text.
+        precision: "int8" / "uint8" ([N, dim] levels of the calibration `ranges` [2, dim], by default
+        those of the model's `calibration` embeddings at this dim) or "binary" / "ubinary"
+        ([N, ceil(dim / 8)] packed sign bits); see `gemini_embed.quantize`.
         """
+        quantize.check_precision(precision)
         dim = self.dim if dim is None else dim
         for name, value in (("dim", dim), ("batch_size", batch_size)):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -139,7 +150,32 @@ class Embedder:
             warnings.warn(f"{n} of {len(texts)} text(s) exceed max_length={self.max_length} tokens and were "
                           f"truncated (first: texts[{int(np.argmax(truncated))}])", stacklevel=2)
         out = self._embed_ids(ids, batch_size, progress)
-        return out if dim == self.dim else mrl_truncate(out, dim)
+        out = out if dim == self.dim else mrl_truncate(out, dim)
+        if precision in ("int8", "uint8") and ranges is None:
+            if self.calibration is None:
+                raise ValueError(f"precision={precision!r} needs calibration ranges: call calibrate(texts) first, "
+                                 "or pass ranges=")
+            ranges = quantize.ranges_at(self.calibration, dim)
+        return quantize.quantize(out, precision, ranges)
+
+    def calibrate(self, texts: Sequence[str], task: str | None = None, save_to: str | None = None,
+                  batch_size: int = 64) -> np.ndarray:
+        """Embed `texts` (a few thousand varied texts, not the evaluation set) as the calibration set
+        of int8/uint8 `embed`; with `save_to` (a model folder) also write them there
+        (quantization_calibration.npy), where `from_pretrained` finds them. Returns [N, dim]."""
+        self.calibration = self.embed(texts, task=task, batch_size=batch_size)
+        quantize.calibration_ranges(self.calibration)  # checks there are >= 2
+        if save_to is not None:
+            np.save(pathlib.Path(save_to) / quantize.CALIBRATION_FILE, self.calibration)
+        return self.calibration
+
+    @staticmethod
+    def similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """Cosine similarity matrix [N, M] of embeddings a [N, D] and b [M, D] (any scale)."""
+        a, b = np.atleast_2d(np.asarray(a, np.float32)), np.atleast_2d(np.asarray(b, np.float32))
+        if a.shape[1] != b.shape[1]:
+            raise ValueError(f"embedding sizes differ: {a.shape} vs {b.shape}")
+        return l2_normalize(a) @ l2_normalize(b).T
 
     def _embed_ids(self, ids: list[list[int]], batch_size: int, progress: bool | None) -> np.ndarray:
         n_dev = self.mesh.shape["data"] * self.mesh.shape["fsdp"]

@@ -63,7 +63,25 @@ def plot_mrl(results: dict[str, dict], dims: list[int], path: pathlib.Path, mode
     plt.close(fig)
 
 
-RESULT_FIELDS = ("main_score", "metric", "scores", "num_samples", "seconds", "type", "dims")
+RESULT_FIELDS = ("main_score", "metric", "scores", "num_samples", "seconds", "type", "dims", "precision")
+CALIBRATION_TEXTS = 1000  # half SQuAD train questions, half paragraphs: training-only text, both sides
+
+
+def calibration_embeddings(model, data: str | None, n: int = CALIBRATION_TEXTS) -> np.ndarray:
+    """The model's saved calibration set, else the embeddings of n/2 SQuAD train questions (as
+    queries) and n/2 paragraphs (as documents), evenly spread: int8/uint8 ranges for --precision."""
+    if model.calibration is not None:
+        return model.calibration
+    from gemini_embed.data import builders, sources
+    from gemini_embed.data.files import Problems
+
+    path = builders.data_root(data) / "squad_v1.1_train" / "squad_v1.1_train.jsonl.gz"
+    rows = list(sources.squad(path, Problems("fail")))
+    questions = [r["query"] for r in rows[::max(1, len(rows) // (n // 2))]][:n // 2]  # spread over all articles
+    paragraphs = list(dict.fromkeys(r["positive"] for r in rows))
+    paragraphs = paragraphs[::max(1, len(paragraphs) // (n - n // 2))][:n - n // 2]
+    return np.concatenate([model.embed(questions, task="question answering"),
+                           model.embed(paragraphs, task="document")])
 
 
 def finished_tasks(out: pathlib.Path, settings: dict) -> dict[str, dict]:
@@ -85,6 +103,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", required=True, help="registered name, local model folder, .gguf, workdir or export")
     ap.add_argument("--tasks", default="quick", help="task names, families, groups or TYPE:PATH, comma-separated")
     ap.add_argument("--dims", default=None, help="comma-separated Matryoshka dims, e.g. 128,256,768")
+    ap.add_argument("--precision", default="float32", choices=["float32", "int8", "uint8", "binary", "ubinary"],
+                    help="score quantised embeddings; int8/uint8 ranges from the model's saved calibration "
+                         f"set, else from {CALIBRATION_TEXTS} SQuAD train texts")
     ap.add_argument("--batch_size", type=int, default=64, help="texts per embedding call")
     ap.add_argument("--max_length", type=int, default=None, help="tokens kept per text (default: the model's)")
     ap.add_argument("--no_projection", action="store_true",
@@ -99,7 +120,8 @@ def main(argv=None) -> dict:
     runtime.setup_command()
 
     import gemini_embed as ge
-    from gemini_embed.eval import report, runner
+    from gemini_embed.eval import runner
+    from gemini_embed.eval.report import format_table
     from gemini_embed.eval.cache import EmbeddingCache, model_fingerprint
 
     dims = [int(d) for d in args.dims.split(",")] if args.dims else None
@@ -121,7 +143,9 @@ def main(argv=None) -> dict:
     cache = None if args.no_cache else EmbeddingCache(fingerprint, model.dim, args.cache_dir)
     out = pathlib.Path(args.output)
     out.parent.mkdir(parents=True, exist_ok=True)
-    settings = {"model_fingerprint": fingerprint, "dims": dims, "uses_prompts": model.uses_prompts}
+    settings = {"model_fingerprint": fingerprint, "dims": dims, "precision": args.precision,
+                "uses_prompts": model.uses_prompts}
+    calibration = calibration_embeddings(model, args.data) if args.precision in ("int8", "uint8") else None
     done = finished_tasks(out, settings)
     if done:
         print(f"{out}: {len(done)} task(s) already evaluated with this model and settings, kept: {', '.join(done)}")
@@ -141,13 +165,13 @@ def main(argv=None) -> dict:
         return report
 
     results = runner.evaluate(encode, args.tasks, data_root=args.data, use_prompts=model.uses_prompts,
-                              dims=dims if dims is None or len(dims) > 1 else dims[0], cache=cache, done=done,
-                              on_result=save)
+                              dims=dims if dims is None or len(dims) > 1 else dims[0], precision=args.precision,
+                              calibration=calibration, cache=cache, done=done, on_result=save)
     report = save(results, complete=True)
     out.with_suffix(".md").write_text(markdown_table(results, args.model))
     if dims and len(dims) > 1:
         plot_mrl(results, dims, out.with_suffix(".png"), args.model)
-    print(report.format_table(results))
+    print(format_table(results))
     if cache is not None:
         print(f"embedding cache {cache.dir}: {cache.hits} read, {cache.misses} embedded")
     print(f"wrote {out} and {out.with_suffix('.md')} ({report['seconds']:.0f} s)")

@@ -74,7 +74,7 @@ def evaluate_sts(encode: Encode, data: ds.STSData, task: Task, use_prompts: bool
 def evaluate_pair_classification(encode: Encode, data: ds.PairData, task: Task, use_prompts: bool = True) -> dict:
     """Cosine of each pair as the score for label 1: average precision (main), best acc/F1."""
     e1, e2 = encode_pairs(encode, data.sentences1, data.sentences2, task, use_prompts)
-    cos = cosine_pairs(e1, e2).astype(np.float64)
+    cos = cosine_pairs(e1, e2)
     acc, acc_t = metrics.best_accuracy_threshold(cos, data.labels)
     f1, precision, recall, f1_t = metrics.best_f1_threshold(cos, data.labels)
     scores = {"cosine_ap": metrics.average_precision(data.labels, cos), "cosine_accuracy": acc,

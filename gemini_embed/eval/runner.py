@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from gemini_embed import quantize
 from gemini_embed.eval import tasks as tasks_lib
 from gemini_embed.eval.cache import EmbeddingCache
 from gemini_embed.eval.evaluators import EVALUATORS
@@ -40,6 +41,22 @@ def truncated(encode: Encode, dims: int) -> Encode:
     return wrapped
 
 
+def quantized(encode: Encode, precision: str, calibration: np.ndarray | None, dim: int) -> Encode:
+    """`encode` at a lower precision, as the float vectors its similarities use (levels; +-1 bits).
+    int8/uint8 ranges come from `calibration` (embeddings of other texts) truncated to `dim`."""
+    ranges = None
+    if precision in ("int8", "uint8"):
+        if calibration is None:
+            raise ValueError(f"precision={precision!r} needs calibration embeddings")
+        ranges = quantize.ranges_at(calibration, dim)
+
+    def wrapped(texts, task=None, titles=None):
+        x = encode(texts, task=task, titles=titles)
+        return quantize.as_float(quantize.quantize(x, precision, ranges), precision, x.shape[1])
+
+    return wrapped
+
+
 def memoized(encode: Encode) -> Encode:
     """`encode` that returns the stored array when called again with the same inputs."""
     cache: dict = {}
@@ -54,8 +71,9 @@ def memoized(encode: Encode) -> Encode:
 
 
 def evaluate_task(encode: Encode, task: tasks_lib.Task | str, *, data_root: str | os.PathLike | None = None,
-                  use_prompts: bool = True, dims: int | None = None) -> dict:
-    """One task: the evaluator's result plus `task`, `type`, `dims`, `use_prompts`, `seconds`."""
+                  use_prompts: bool = True, dims: int | None = None, precision: str = "float32",
+                  calibration: np.ndarray | None = None) -> dict:
+    """One task: the evaluator's result plus `task`, `type`, `dims`, `precision`, `use_prompts`, `seconds`."""
     if isinstance(task, str):
         resolved = tasks_lib.resolve_tasks([task])
         if len(resolved) != 1:
@@ -66,15 +84,19 @@ def evaluate_task(encode: Encode, task: tasks_lib.Task | str, *, data_root: str 
     enc = checked(encode)
     if dims is not None:
         enc = truncated(enc, dims)
+    if quantize.check_precision(precision) != "float32":
+        full = None if calibration is None else calibration.shape[1]
+        enc = quantized(enc, precision, calibration, dims or full)
     result = EVALUATORS[task.type](enc, data, task, use_prompts=use_prompts)
-    result.update(task=task.name, type=task.type, dims=dims, use_prompts=use_prompts,
+    result.update(task=task.name, type=task.type, dims=dims, precision=precision, use_prompts=use_prompts,
                   seconds=time.perf_counter() - start)
     return result
 
 
 def evaluate(encode: Encode, tasks: str | Sequence[str | tasks_lib.Task] = "quick", *,
              data_root: str | os.PathLike | None = None, use_prompts: bool = True,
-             dims: int | Sequence[int] | None = None, progress: bool = True,
+             dims: int | Sequence[int] | None = None, precision: str = "float32",
+             calibration: np.ndarray | None = None, progress: bool = True,
              cache: EmbeddingCache | None = None, done: dict[str, dict] | None = None,
              on_result: Callable[[dict[str, dict]], None] | None = None) -> dict[str, dict]:
     """Evaluate `encode` on tasks (names, families, groups, `TYPE:PATH`; see `tasks.py`).
@@ -87,6 +109,9 @@ def evaluate(encode: Encode, tasks: str | Sequence[str | tasks_lib.Task] = "quic
         `(title + " " + text).strip()`, as MTEB ran all-MiniLM-L6-v2.
       dims: MRL truncation to the first k dims (re-normalised). A list of k evaluates every k,
         encoding each text set once; results are then keyed "Task@k".
+      precision: score quantised embeddings ("int8", "uint8", "binary", "ubinary"; see
+        `gemini_embed.quantize`); int8/uint8 take their ranges from `calibration`, the float
+        embeddings [N, D] of texts outside the evaluation sets.
       progress: show a tqdm bar over tasks.
       cache: an on-disk EmbeddingCache for this model: texts embedded before are read back.
       done: results of an earlier, interrupted run of the same model and settings, by key: those
@@ -115,7 +140,8 @@ def evaluate(encode: Encode, tasks: str | Sequence[str | tasks_lib.Task] = "quic
                     results[key] = done[key]
                     bar.update(1)
                     continue
-                results[key] = evaluate_task(enc, task, data_root=data_root, use_prompts=use_prompts, dims=k)
+                results[key] = evaluate_task(enc, task, data_root=data_root, use_prompts=use_prompts, dims=k,
+                                             precision=precision, calibration=calibration)
                 if on_result is not None:
                     on_result(results)
                 bar.update(1)

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from gemini_embed import sharding
+from gemini_embed import quantize, sharding
 from gemini_embed.normalize import l2_normalize
 
 QUERY_BATCH = 256
@@ -31,8 +31,13 @@ MAX_IN_FLIGHT = 4
 
 
 def cosine_pairs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Row-wise cosine similarity of two [N, D] arrays -> [N]."""
-    return np.sum(l2_normalize(a) * l2_normalize(b), axis=-1)
+    """Row-wise cosine similarity of two [N, D] arrays -> [N] float64.
+
+    dot / (|a| |b|) in float64: for integer-valued vectors (quantised levels, +-1 bits) equal
+    cosines come out exactly equal, so rank statistics see the true ties."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    norms = np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-24)
+    return np.sum(a * b, axis=-1) / norms
 
 
 def _merge_block(queries, block, offset, n_valid, run_scores, run_idx, *, k: int, normalize: bool):
@@ -124,3 +129,68 @@ def top_k(queries: np.ndarray, corpus: np.ndarray, k: int, *, query_batch: int =
         out_scores[qs:qs + m] = np.asarray(scores)[:m]
         out_idx[qs:qs + m] = np.asarray(idx)[:m]
     return out_scores, out_idx
+
+
+class _Signs:
+    """A packed-bit corpus that `top_k` reads block by block as +-1 float rows: only one block is
+    ever unpacked in memory, so the corpus stays at D/8 bytes per vector."""
+
+    def __init__(self, packed: np.ndarray, precision: str, dim: int):
+        self.packed, self.precision, self.dim = packed, precision, dim
+        self.shape, self.ndim = (packed.shape[0], dim), 2
+
+    def __getitem__(self, rows):
+        return quantize.as_float(self.packed[rows], self.precision, self.dim)
+
+
+def binary_search(queries: np.ndarray, corpus_bits: np.ndarray, k: int, *, dim: int, precision: str = "ubinary",
+                  rescore_queries: np.ndarray | None = None, rescore_multiplier: int = 4, mesh=None):
+    """Top-k corpus rows by Hamming distance to binary `queries` (same precision as the corpus).
+
+    With `rescore_queries` (the float32 query embeddings), the best k * rescore_multiplier by
+    Hamming distance are re-ranked by float query . (+-1 document) dot products, the usual
+    recovery of most of the float quality at 1/32 of the memory.
+    Returns (scores [Q, k], indices [Q, k]): scores are cosines of the +-1 vectors
+    (1 - 2 * hamming / dim), or the rescoring dot products.
+    """
+    if precision not in ("binary", "ubinary"):
+        raise ValueError(f"binary_search needs precision 'binary' or 'ubinary', got {precision!r}")
+    if rescore_multiplier < 1:
+        raise ValueError(f"rescore_multiplier must be >= 1, got {rescore_multiplier}")
+    corpus = _Signs(corpus_bits, precision, dim)
+    q = quantize.as_float(queries, precision, dim)
+    # raw +-1 dot products (dim - 2 * hamming) are integers, exact in float32: equal distances
+    # tie exactly and keep the lower index first, which normalised cosines would not guarantee
+    if rescore_queries is None:
+        scores, idx = top_k(q, corpus, k, mesh=mesh, normalize=False)
+        return scores / dim, idx
+    rescore_queries = np.asarray(rescore_queries, np.float32)
+    if rescore_queries.shape != (q.shape[0], dim):
+        raise ValueError(f"rescore_queries must be [{q.shape[0]}, {dim}], got shape {rescore_queries.shape}")
+    _, cand = top_k(q, corpus, k * rescore_multiplier, mesh=mesh, normalize=False)  # [Q, k*m]
+    k = min(k, cand.shape[1])
+    rows = np.unique(cand)  # each candidate document unpacked once
+    scores = rescore_queries @ corpus[rows].T  # [Q, U]
+    scores = np.take_along_axis(scores, np.searchsorted(rows, cand), -1)  # [Q, k*m]
+    order = np.lexsort((cand, -scores), axis=-1)[:, :k]  # score descending, lower index first on ties
+    return np.take_along_axis(scores, order, -1), np.take_along_axis(cand, order, -1)
+
+
+def semantic_search(queries: np.ndarray, corpus: np.ndarray, k: int = 10, *, precision: str = "float32",
+                    dim: int | None = None, rescore_queries: np.ndarray | None = None,
+                    rescore_multiplier: int = 4, mesh=None) -> list[list[dict]]:
+    """For each query, its k best corpus rows as [{"corpus_id": row, "score": cosine}], best first.
+
+    float32 / int8 / uint8 embeddings are scored by cosine; binary / ubinary (packed bits from
+    `embed(precision=...)`, `dim` = the unpacked size) by Hamming distance, re-ranked by float
+    dot products when `rescore_queries` (the float32 query embeddings) is given.
+    """
+    quantize.check_precision(precision)
+    if precision in ("binary", "ubinary"):
+        if dim is None:
+            raise ValueError("binary embeddings need dim= (the embedding size before packing)")
+        scores, idx = binary_search(queries, corpus, k, dim=dim, precision=precision, mesh=mesh,
+                                    rescore_queries=rescore_queries, rescore_multiplier=rescore_multiplier)
+    else:
+        scores, idx = top_k(np.asarray(queries, np.float32), corpus, k, mesh=mesh)  # corpus: any array-like
+    return [[{"corpus_id": int(i), "score": float(s)} for s, i in zip(row_s, row_i)] for row_s, row_i in zip(scores, idx)]

@@ -1,4 +1,8 @@
 """gemini_embed: Gemini-Embedding-style text and code embedding models in JAX/Flax."""
+from gemini_embed import runtime
+
+runtime.default_platforms()  # the Python API too: no libtpu start-up errors on a machine without TPUs
+
 from gemini_embed import losses, quantize, weights  # noqa: F401
 from gemini_embed.embed import Embedder
 from gemini_embed.eval.search import semantic_search

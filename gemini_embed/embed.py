@@ -77,16 +77,18 @@ class Embedder:
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_pretrained(cls, name_or_path: str, **overrides) -> "Embedder":
+    def from_pretrained(cls, name_or_path: str, *, mesh=None, **overrides) -> "Embedder":
         """A registered name ("gemma3-270m", "all-minilm-l6-v2") or a local directory.
 
         Keyword overrides change the model's config, e.g. `projection=None`, `max_length=2048`,
         `mrl_dims=(128, 768)`, `dtype="bfloat16"`, `attention="causal"`. A trained model (a workdir or
         export) keeps the head it was trained with: only `max_length` and encoder fields apply.
+        `mesh`: the devices to embed on (default all local devices; each holds a copy of the
+        replicated params, so several simulated CPU devices multiply their host memory).
         """
         p = resolve(name_or_path, **overrides)
         out = cls(p.config, p.params, p.tokenizer, max_length=p.max_length, uses_prompts=p.uses_prompts, name=p.name,
-                  provenance=p.provenance)
+                  mesh=mesh, provenance=p.provenance)
         saved = pathlib.Path(name_or_path) / quantize.CALIBRATION_FILE
         if saved.is_file():  # written by `calibrate(..., save_to=)`
             out.calibration = np.load(saved)

@@ -5,7 +5,15 @@
     python -m gemini_embed.evaluate --model gemma3-270m --tasks sts --dims 128,256,768 --output r.json
 
 --model: a registered name, a local model folder, or a training workdir. --tasks: task names,
-groups (quick, sts, retrieval, ..., all) or TYPE:PATH for your own data, comma-separated.
+groups (quick, sts, retrieval, ..., all) or TYPE:PATH for your own data, comma-separated
+(e.g. retrieval:my_beir,sts:pairs.tsv). Own-data formats (docs/evaluation.md):
+  retrieval:DIR            BEIR folder: corpus.jsonl[.gz] (_id, text, title?), queries.jsonl
+                           (_id, text), qrels/<--qrels_split>.tsv (query-id, corpus-id, score; header)
+  sts:FILE                 TSV sentence1, sentence2, score (header)
+  pair_classification:FILE TSV sentence1, sentence2, label 0/1 (header)
+  bitext:FILE              TSV sentence1, sentence2 (header): line i translates line i
+  classification:DIR       train and test files (CSV, TSV or JSONL) with text, label
+  clustering:FILE          JSONL with text, label
 Writes OUTPUT (JSON), OUTPUT with .md (a table per task, per task type, and means) and, with
 several --dims, OUTPUT with .png (score vs dimension: the Matryoshka curve).
 
@@ -102,6 +110,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=runtime.HelpFormatter)
     ap.add_argument("--model", required=True, help="registered name, local model folder, .gguf, workdir or export")
     ap.add_argument("--tasks", default="quick", help="task names, families, groups or TYPE:PATH, comma-separated")
+    ap.add_argument("--qrels_split", default="test",
+                    help="qrels/<split>.tsv of own retrieval folders (retrieval:DIR); registered tasks keep theirs")
     ap.add_argument("--dims", default=None, help="comma-separated Matryoshka dims, e.g. 128,256,768")
     ap.add_argument("--precision", default="float32", choices=["float32", "int8", "uint8", "binary", "ubinary"],
                     help="score quantised embeddings; int8/uint8 ranges from the model's saved calibration "
@@ -124,6 +134,13 @@ def main(argv=None) -> dict:
     from gemini_embed.eval.report import format_table
     from gemini_embed.eval.cache import EmbeddingCache, model_fingerprint
 
+    from gemini_embed.data.files import DataError
+    from gemini_embed.eval import tasks as tasks_lib
+
+    try:
+        task_list = tasks_lib.resolve_tasks(args.tasks, qrels_split=args.qrels_split)
+    except (KeyError, ValueError) as e:
+        raise SystemExit(f"error: --tasks: {str(e).strip(chr(34) + chr(39))}") from None
     dims = [int(d) for d in args.dims.split(",")] if args.dims else None
     overrides = {} if args.max_length is None else {"max_length": args.max_length}
     if args.no_projection:
@@ -164,9 +181,12 @@ def main(argv=None) -> dict:
         tmp.replace(out)  # whole or not at all: a kill mid-write keeps the previous file
         return report
 
-    results = runner.evaluate(encode, args.tasks, data_root=args.data, use_prompts=model.uses_prompts,
-                              dims=dims if dims is None or len(dims) > 1 else dims[0], precision=args.precision,
-                              calibration=calibration, cache=cache, done=done, on_result=save)
+    try:  # finished tasks are already saved (on_result): a bad file ends the run with one line
+        results = runner.evaluate(encode, task_list, data_root=args.data, use_prompts=model.uses_prompts,
+                                  dims=dims if dims is None or len(dims) > 1 else dims[0], precision=args.precision,
+                                  calibration=calibration, cache=cache, done=done, on_result=save)
+    except (FileNotFoundError, DataError) as e:
+        raise SystemExit(f"error: {e}") from None
     report = save(results, complete=True)
     out.with_suffix(".md").write_text(markdown_table(results, args.model))
     if dims and len(dims) > 1:

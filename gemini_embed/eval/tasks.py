@@ -5,7 +5,8 @@ Naming:
   * a family (all its subsets): `"STS17"`, `"Tatoeba"`, `"AmazonCounterfactualClassification"`
   * a group: `"sts"`, `"retrieval"`, `"classification"`, `"clustering"`, `"pair_classification"`,
     `"bitext"`, `"reranking"`, `"quick"`, `"all"`
-  * user data, `"TYPE:PATH"`: `retrieval:` a BEIR folder; `sts:` a TSV (sentence1, sentence2,
+  * user data, `"TYPE:PATH"` (docs/evaluation.md): `retrieval:` a BEIR folder (its
+    `qrels/test.tsv`, or the split chosen by `qrels_split`); `sts:` a TSV (sentence1, sentence2,
     score); `pair_classification:` a TSV (sentence1, sentence2, label); `bitext:` a TSV
     (sentence1, sentence2); `classification:` a folder with train/test CSV/TSV/JSONL (text,
     label); `clustering:` a JSONL (text, label).
@@ -192,11 +193,14 @@ CUSTOM_LOADERS: dict[str, tuple[Callable[[pathlib.Path], Any], str, str | None]]
 
 def custom_task(type: str, path: str | os.PathLike, name: str | None = None, query_task: str | None = None,
                 document_task: str | None = None, **options) -> Task:
-    """A task over the user's own files (formats in the module docstring)."""
+    """A task over the user's own files (formats in the module docstring and docs/evaluation.md).
+    Retrieval takes `split=` (default "test"): the qrels file `qrels/<split>.tsv` of the folder."""
     if type not in CUSTOM_LOADERS:
         raise ValueError(f"unknown task type {type!r} for user data; one of {sorted(CUSTOM_LOADERS)}")
     loader, default_query, default_doc = CUSTOM_LOADERS[type]
     path = pathlib.Path(path).expanduser()
+    if type == "retrieval":
+        loader = functools.partial(loader, split=options.pop("split", "test"))
     if type == "classification":
         options.setdefault("samples_per_label", 8)
     if type == "clustering":
@@ -207,6 +211,8 @@ def custom_task(type: str, path: str | os.PathLike, name: str | None = None, que
 
 # ----------------------------------------------------------------------------- resolution
 def _split_names(names: str | Sequence[str | Task]) -> list[str | Task]:
+    """Comma-separated names; a piece that is neither a known name nor a `TYPE:` spec continues
+    the user path before it ("sts:/a,b.tsv" stays whole, "retrieval:DIR,sts:FILE" is two tasks)."""
     if isinstance(names, str):
         names = [names]
     out: list[str | Task] = []
@@ -214,14 +220,19 @@ def _split_names(names: str | Sequence[str | Task]) -> list[str | Task]:
         if isinstance(n, Task):
             out.append(n)
             continue
-        # split on commas, but not inside a user path ("sts:/a,b.tsv" stays whole)
-        prefix = n.split(":", 1)[0].strip()
-        out.extend([n.strip()] if prefix in CUSTOM_LOADERS else [p.strip() for p in n.split(",") if p.strip()])
+        for piece in n.split(","):
+            starts_task = piece.strip() in REGISTRY or piece.strip() in FAMILIES or piece.strip() in GROUPS or \
+                piece.split(":", 1)[0].strip() in CUSTOM_LOADERS
+            if not starts_task and out and isinstance(out[-1], str) and out[-1].split(":", 1)[0] in CUSTOM_LOADERS:
+                out[-1] += "," + piece
+            elif piece.strip():
+                out.append(piece.strip())
     return out
 
 
-def resolve_tasks(names: str | Sequence[str | Task]) -> list[Task]:
-    """Tasks for names, families, groups and `TYPE:PATH` specs, in order, without duplicates."""
+def resolve_tasks(names: str | Sequence[str | Task], *, qrels_split: str = "test") -> list[Task]:
+    """Tasks for names, families, groups and `TYPE:PATH` specs, in order, without duplicates.
+    `qrels_split`: the qrels file (`qrels/<split>.tsv`) of user retrieval folders."""
     result: dict[str, Task] = {}
 
     def add(name: str | Task, seen: tuple = ()):
@@ -239,7 +250,8 @@ def resolve_tasks(names: str | Sequence[str | Task]) -> list[Task]:
                 add(member, seen + (name,))
         elif ":" in name and name.split(":", 1)[0] in CUSTOM_LOADERS:
             type_, path = name.split(":", 1)
-            result.setdefault(name, custom_task(type_, path, name=name))
+            options = {"split": qrels_split} if type_ == "retrieval" else {}
+            result.setdefault(name, custom_task(type_, path, name=name, **options))
         else:
             raise KeyError(f"unknown task {name!r}; see gemini_embed.eval.list_tasks() "
                            f"(groups: {sorted(GROUPS)}; user data: TYPE:PATH with TYPE in {sorted(CUSTOM_LOADERS)})")

@@ -50,6 +50,7 @@ class MetricsWriter:
     def __init__(self, workdir: pathlib.Path, resume_step: int, enabled: bool):
         self.enabled = enabled
         self.path = workdir / "metrics.jsonl"
+        self.last: dict | None = None  # the latest row written (the closing summary's figures)
         if not enabled:
             return
         if self.path.exists():  # drop lines past the checkpoint we resume from: they are re-run
@@ -81,6 +82,7 @@ class MetricsWriter:
             return
         with open(self.path, "a") as f:
             f.write(json.dumps(row) + "\n")
+        self.last = row
         for k, v in row.items():
             if k != "step" and isinstance(v, (int, float)):
                 self.tb.add_scalar(k, v, row["step"])
@@ -138,6 +140,12 @@ def train(config, workdir: str) -> dict:
     restored = ckpt.restore_latest(abstract)
     if restored is not None:
         start, state, data_state, _ = restored
+        if start >= c.train.steps:  # nothing left: no pipeline, no compilation
+            ckpt.close()
+            if lead:
+                print(f"{workdir}: already trained to step {start} of {c.train.steps}; nothing to do "
+                      f"(raise train.steps to continue)", flush=True)
+            return {"steps": c.train.steps, "resumed_from": start, "already_done": True}
         log.info("resumed from step %d (%s)", start, data_state)
     else:
         start = 0
@@ -228,6 +236,12 @@ def train(config, workdir: str) -> dict:
         summary["eval"] = {"before": before, "after": after}
         print(before_after_table(before, after), flush=True)
         (workdir / "eval.json").write_text(json.dumps(summary["eval"], indent=1, default=float))
+    if lead:
+        last = writer.last or {}
+        print(f"done: {c.train.steps} steps in {workdir} (checkpoints {ckpt.directory}, latest step {c.train.steps}; "
+              f"metrics {workdir / 'metrics.jsonl'}); final loss {last.get('loss', float('nan')):.4f}, "
+              f"in-batch accuracy {last.get('in_batch_accuracy', float('nan')):.3f}. Use it: "
+              f"evaluate --model {workdir}, export --model {workdir}", flush=True)
     return summary
 
 

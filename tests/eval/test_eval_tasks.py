@@ -190,6 +190,23 @@ def test_custom_beir_folder(tmp_path):
         load_task_data(resolve_tasks([f"retrieval:{bad}"])[0])
 
 
+def test_several_own_data_specs_in_one_list_and_commas_in_paths(tmp_path):
+    sts = write(tmp_path / "a,b.tsv", "sentence1\tsentence2\tscore\na\tb\t1\nc\td\t2\n")
+    beir = make_beir(tmp_path / "beir")
+    names = [t.name for t in resolve_tasks(f"retrieval:{beir},sts:{sts},STSBenchmark")]
+    assert names == [f"retrieval:{beir}", f"sts:{sts}", "STSBenchmark"]  # the comma in a,b.tsv is kept
+    assert load_task_data(resolve_tasks(f"sts:{sts}")[0]).sentences1 == ["a", "c"]
+
+
+def test_qrels_split_is_chosen_and_a_missing_one_names_the_splits(tmp_path):
+    beir = make_beir(tmp_path / "beir")
+    (beir / "qrels" / "test.tsv").rename(beir / "qrels" / "train.tsv")
+    with pytest.raises(FileNotFoundError, match=r"qrels: no test.tsv\[.gz\] \(splits here: train\)"):
+        load_task_data(resolve_tasks([f"retrieval:{beir}"])[0])
+    (task,) = resolve_tasks([f"retrieval:{beir}"], qrels_split="train")
+    assert load_task_data(task).qrels == {"q1": {"d1": 1}}
+
+
 def test_stsbenchmark_reader_reports_short_line(tmp_path):
     (tmp_path / "sts" / "stsbenchmark").mkdir(parents=True)
     write(tmp_path / "sts" / "stsbenchmark" / "sts-test.csv", "g\tf\t2012\t1\t2.5\ta\tb\ng\tf\t2012\t2\t3.0\tonly\n")

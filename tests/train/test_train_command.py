@@ -98,13 +98,19 @@ def test_an_unknown_config_key_is_one_line(tmp_path):
     assert p.stderr.strip().splitlines()[-1].startswith("error: config.train.nosuch is not a key of the config")
 
 
-def test_a_workdir_resumes_only_its_own_model(tmp_path):
+def test_a_workdir_resumes_only_its_own_model(tmp_path, capsys):
     from experiments import tiny
     from gemini_embed.train.loop import train
 
     c = tiny.get_config()
     c.train.steps, c.checkpoint.every = 1, 1
     train(c, str(tmp_path))
+    out = capsys.readouterr().out
+    assert f"done: 1 steps in {tmp_path} (checkpoints" in out and "final loss" in out
+    # a finished run again: a message, no data pipeline, no compilation
+    assert train(c, str(tmp_path)) == {"steps": 1, "resumed_from": 1, "already_done": True}
+    out = capsys.readouterr().out
+    assert "already trained to step 1 of 1; nothing to do" in out and "compiled train step" not in out
     c.model.overrides = {"num_layers": 2}
     c.train.steps = 2
     with pytest.raises(ValueError, match=r"holds checkpoints of another model \(encoder: .*\"num_layers\": 3"):

@@ -130,17 +130,16 @@ def main(argv=None) -> dict:
     runtime.setup_command()
 
     import gemini_embed as ge
-    from gemini_embed.eval import runner
-    from gemini_embed.eval.report import format_table
-    from gemini_embed.eval.cache import EmbeddingCache, model_fingerprint
-
     from gemini_embed.data.files import DataError
+    from gemini_embed.eval import runner
     from gemini_embed.eval import tasks as tasks_lib
+    from gemini_embed.eval.cache import EmbeddingCache, model_fingerprint
+    from gemini_embed.eval.report import format_table
 
     try:
         task_list = tasks_lib.resolve_tasks(args.tasks, qrels_split=args.qrels_split)
-    except (KeyError, ValueError) as e:
-        raise SystemExit(f"error: --tasks: {str(e).strip(chr(34) + chr(39))}") from None
+    except (KeyError, ValueError) as e:  # an unknown name or type: before any model is loaded
+        raise SystemExit(f"error: --tasks: {e.args[0]}") from None
     dims = [int(d) for d in args.dims.split(",")] if args.dims else None
     overrides = {} if args.max_length is None else {"max_length": args.max_length}
     if args.no_projection:

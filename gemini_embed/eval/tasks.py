@@ -31,7 +31,6 @@ TASK_TYPES = ("sts", "retrieval", "classification", "clustering", "pair_classifi
 
 # Query-side task names understood by the Embedder (the `task: ... | query:` prompt).
 SEARCH_RESULT = "search result"
-QUESTION_ANSWERING = "question answering"
 FACT_CHECKING = "fact checking"
 CLASSIFICATION = "classification"
 CLUSTERING = "clustering"

@@ -11,8 +11,10 @@ file lock makes several processes (hosts on one machine) prepare a dataset once.
 from __future__ import annotations
 
 import collections
+import contextlib
 import fcntl
 import functools
+import io
 import json
 import os
 import pathlib
@@ -102,7 +104,10 @@ def _prepare(spec: DatasetSpec, data_dir, on_error: str) -> dict:
         problems = src.Problems(on_error)
         builder = _builder_class()(spec=spec, problems=problems, data_dir=str(data_dir))
         try:
-            builder.download_and_prepare()
+            # tfds prints "Downloading and preparing dataset ..." to stdout whatever its log level,
+            # though nothing downloads: the line after this (our report) says what was prepared
+            with contextlib.redirect_stdout(io.StringIO()):
+                builder.download_and_prepare()
         except src.DataError:
             raise
         except Exception as e:  # say which dataset failed; the reader's own errors already say where

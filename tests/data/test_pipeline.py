@@ -49,6 +49,7 @@ def test_preparation_report_and_bad_input(tmp_path, capsys):
     assert report["skipped"] == {"invalid_utf8": 1, "missing_field": 1}
     out = capsys.readouterr().out
     assert "prepared file-mine_jsonl: train 2 (1 with negatives); skipped 2 bad input(s)" in out
+    assert "Downloading" not in out  # tfds' line: nothing is downloaded
     # prepared once: a second call reuses it, and fail mode refuses data that skipped bad input
     assert store.prepare(builders.file_spec(str(path)), tmp_path / "tfds") == report
     with pytest.raises(src.DataError, match="prepared with on_error='skip'"):

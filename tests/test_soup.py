@@ -3,7 +3,6 @@
 Ingredients are tiny Gemma-architecture models with the real tokenizer, exported as our models
 are; dev scores are real STS Benchmark dev-split evaluations.
 """
-import json
 import pathlib
 
 import jax

@@ -34,7 +34,7 @@ import time
 
 import numpy as np
 
-from gemini_embed import runtime
+from gemini_embed import quantize, runtime
 
 
 def markdown_table(results: dict[str, dict], model: str) -> str:
@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--qrels_split", default="test",
                     help="qrels/<split>.tsv of own retrieval folders (retrieval:DIR); registered tasks keep theirs")
     ap.add_argument("--dims", default=None, help="comma-separated Matryoshka dims, e.g. 128,256,768")
-    ap.add_argument("--precision", default="float32", choices=["float32", "int8", "uint8", "binary", "ubinary"],
+    ap.add_argument("--precision", default="float32", choices=quantize.PRECISIONS,
                     help="score quantised embeddings; int8/uint8 ranges from the model's saved calibration "
                          f"set, else from {CALIBRATION_TEXTS} SQuAD train texts")
     ap.add_argument("--batch_size", type=int, default=64, help="texts per embedding call")

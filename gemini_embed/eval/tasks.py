@@ -220,12 +220,13 @@ def _split_names(names: str | Sequence[str | Task]) -> list[str | Task]:
             out.append(n)
             continue
         for piece in n.split(","):
-            starts_task = piece.strip() in REGISTRY or piece.strip() in FAMILIES or piece.strip() in GROUPS or \
-                piece.split(":", 1)[0].strip() in CUSTOM_LOADERS
+            name = piece.strip()
+            starts_task = name in REGISTRY or name in FAMILIES or name in GROUPS or \
+                name.split(":", 1)[0] in CUSTOM_LOADERS
             if not starts_task and out and isinstance(out[-1], str) and out[-1].split(":", 1)[0] in CUSTOM_LOADERS:
-                out[-1] += "," + piece
-            elif piece.strip():
-                out.append(piece.strip())
+                out[-1] += "," + piece  # a comma inside the user path before it
+            elif name:
+                out.append(name)
     return out
 
 

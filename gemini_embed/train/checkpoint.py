@@ -234,12 +234,14 @@ class Checkpointer:
 
     def _fail(self, step, cause, logged: str = "") -> None:
         err = _os_error(cause)
-        # tensorstore's message: ... Failed writing: "PATH": Failed to write N bytes ...: STRERROR [os_error_code='N']
-        ts = re.search(r'Failed writing: "([^"]+)".*: ([^:]+?) \[os_error_code=\'(\d+)\'\]', str(cause or logged))
+        # tensorstore reports an OS error as text: ... "PATH" ... [os_error_code='N'] (its wording varies)
+        text = str(cause or logged)
+        code = re.search(r"error_code='(\d+)'", text)
+        path = re.search(r'"(/[^"]+)"', text)
         if err:
             why = f"[Errno {err.errno}] {err.strerror}" + (f": {err.filename}" if err.filename else "")
-        elif ts:
-            why = f"[Errno {ts[3]}] {ts[2]}: {ts[1]}"
+        elif code:
+            why = f"[Errno {code[1]}] {os.strerror(int(code[1]))}" + (f": {path[1]}" if path else "")
         else:
             why = f"{type(cause).__name__}: {cause}" if cause else logged or "its files are not on disk"
         try:

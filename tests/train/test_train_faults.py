@@ -51,7 +51,8 @@ def test_a_failed_checkpoint_save_stops_the_run_at_once(tmp_path):
     errors = [ln for ln in p.stderr.splitlines() if ln.startswith("error: ")]
     assert len(errors) == 1, p.stderr[-3000:]
     assert errors[0].startswith(f"error: checkpoint of step 20 was not written to {tmp_path}/checkpoints")
-    assert "[Errno 27] File too large" in errors[0] and "the last good checkpoint is step 10" in errors[0]
+    assert "[Errno 27] File too large" in errors[0], errors[0]
+    assert "the last good checkpoint is step 10" in errors[0], errors[0]
     assert max(m["step"] for m in _metrics(tmp_path)) < 30  # before: it trained on to the next save
     assert _steps_on_disk(tmp_path) == [10]
     _run(tmp_path, "--config.train.steps=12", *every)  # the good checkpoint still resumes

@@ -119,17 +119,18 @@ def rope(x, positions, base, scale):
     return jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1).astype(x.dtype)
 
 
-def attention_mask(mask, config: Gemma3Config, is_global):
-    """Boolean [B, 1, L, L] mask of the keys each query may see.
+def attention_mask(mask, config: Gemma3Config, is_global, query_slots=None):
+    """Boolean [B, 1, Lq, S] mask of the keys each query may see; mask [B, S] marks the real keys.
 
     Bidirectional local layers see |i - j| <= window // 2 (as EmbeddingGemma); causal local
     layers see the previous `window` positions including their own. is_global: a bool, or a
-    traced bool scalar under the layer scan.
+    traced bool scalar under the layer scan. query_slots [Lq]: the key slots the queries sit at
+    (decoding with a KV cache); default every slot, the plain forward.
     """
     length = mask.shape[1]
-    i = jnp.arange(length)[:, None]
+    i = (jnp.arange(length) if query_slots is None else query_slots)[:, None]
     j = jnp.arange(length)[None, :]
-    allowed = jnp.ones((length, length), bool) if config.attention == "bidirectional" else j <= i
+    allowed = jnp.ones((i.shape[0], length), bool) if config.attention == "bidirectional" else j <= i
     if config.attention == "bidirectional":
         local = jnp.abs(i - j) <= config.sliding_window // 2
     else:
@@ -142,7 +143,10 @@ class Attention(nn.Module):
     config: Gemma3Config
 
     @nn.compact
-    def __call__(self, x, mask, positions, is_global):
+    def __call__(self, x, mask, positions, is_global, cache=None):
+        """cache: None, or (k, v, slot) for causal decoding: this layer's keys and values [B, S, G, K]
+        and the slot where x's first token goes; mask is then [B, S] over the cache's slots.
+        Returns (output, the updated (k, v) or None)."""
         c = self.config
         dt = c.compute_dtype
         init = nn.initializers.normal(stddev=c.d_model ** -0.5)
@@ -159,18 +163,24 @@ class Attention(nn.Module):
         base = jnp.where(is_global, c.rope_global_base, c.rope_local_base)
         scale = jnp.where(is_global, c.rope_global_scale, 1.0)
         q, k = rope(q, positions, base, scale), rope(k, positions, base, scale)
+        query_slots, new_cache = None, None
+        if cache is not None:
+            k_cache, v_cache, slot = cache
+            k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, slot, 0, 0))
+            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, slot, 0, 0))
+            query_slots, new_cache = slot + jnp.arange(x.shape[1]), (k, v)
 
         groups = c.num_heads // c.num_kv_heads
         q = q.reshape(*q.shape[:2], c.num_kv_heads, groups, c.head_dim)  # [B, L, G, N/G, K]
         f = _at_least_f32(dt)
         logits = jnp.einsum("bqgnk,bsgk->bgnqs", q, k, preferred_element_type=f)
         logits = logits * c.query_pre_attn_scalar ** -0.5
-        allowed = attention_mask(mask, c, is_global)[:, :, None]  # [B, 1, 1, L, L]
+        allowed = attention_mask(mask, c, is_global, query_slots)[:, :, None]  # [B, 1, 1, L, S]
         logits = jnp.where(allowed, logits, jnp.finfo(f).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(dt)
         out = jnp.einsum("bgnqs,bsgk->bqgnk", probs, v).reshape(*x.shape[:2], c.num_heads, c.head_dim)
         return nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=False, dtype=dt, name="o",
-                               kernel_init=nn.with_logical_partitioning(init, ("heads", "head_dim", "embed")))(out)
+                               kernel_init=nn.with_logical_partitioning(init, ("heads", "head_dim", "embed")))(out), new_cache
 
 
 class MLP(nn.Module):
@@ -191,16 +201,18 @@ class MLP(nn.Module):
 
 
 class Block(nn.Module):
-    """One transformer layer: (x, mask, positions, is_global) -> (x, None), the signature of a scan body."""
+    """One transformer layer: (x, mask, positions, is_global) -> (x, None), the signature of a scan
+    body; with a KV cache (Attention's) -> (x, the layer's updated (k, v))."""
     config: Gemma3Config
 
     @nn.compact
-    def __call__(self, x, mask, positions, is_global):
+    def __call__(self, x, mask, positions, is_global, cache=None):
         c = self.config
-        h = Attention(c, name="attn")(RMSNorm(c.norm_eps, name="pre_attn_norm")(x), mask, positions, is_global)
+        h, cache = Attention(c, name="attn")(RMSNorm(c.norm_eps, name="pre_attn_norm")(x), mask, positions,
+                                             is_global, cache)
         x = x + RMSNorm(c.norm_eps, name="post_attn_norm")(h)
         h = MLP(c, name="mlp")(RMSNorm(c.norm_eps, name="pre_mlp_norm")(x))
-        return constrain_batch(x + RMSNorm(c.norm_eps, name="post_mlp_norm")(h)), None  # no-op outside a train step
+        return constrain_batch(x + RMSNorm(c.norm_eps, name="post_mlp_norm")(h)), cache  # no-op outside a train step
 
 
 def stack_layers(params: dict, num_layers: int) -> dict:
@@ -230,12 +242,26 @@ class Gemma3(nn.Module):
             self.blocks = [block(c, name=f"layer_{i}") for i in range(c.num_layers)]
         self.final_norm = RMSNorm(c.norm_eps)
 
-    def __call__(self, tokens, mask):
+    def __call__(self, tokens, mask, positions=None, cache=None, slot=0):
+        """Plain forward: mask [B, L]; right padding, so positions default to 0..L-1 in every row.
+
+        Causal decoding with a KV cache (llm/decoding.py): cache holds each layer's (k, v)
+        [B, S, G, K]; tokens [B, L] go into slots slot..slot+L-1 at their `positions` [B, L];
+        mask [B, S] marks the filled slots. Returns (hidden states, the updated cache) then.
+        """
         c = self.config
         x = constrain_batch(self.embedder(tokens) * jnp.asarray(c.d_model ** 0.5, c.compute_dtype))  # [B, L, D]
-        # Right padding: positions are simply 0..L-1 for every row.
-        positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
+        if positions is None:
+            positions = jnp.broadcast_to(jnp.arange(tokens.shape[1]), tokens.shape)
         is_global = [c.is_global(i) for i in range(c.num_layers)]
+        if cache is not None:
+            if c.scan_layers or c.attention != "causal":
+                raise ValueError("a KV cache needs the causal model with unrolled layers (scan_layers=False)")
+            new_cache = []
+            for block, g, (k, v) in zip(self.blocks, is_global, cache):
+                x, kv = block(x, mask, positions, g, (k, v, slot))
+                new_cache.append(kv)
+            return self.final_norm(x), tuple(new_cache)
         if c.scan_layers:
             x, _ = self.layers(x, mask, positions, jnp.asarray(is_global))
         else:

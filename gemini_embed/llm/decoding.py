@@ -27,8 +27,9 @@ def init_cache(config, rows: int, length: int):
                  for _ in range(config.num_layers))
 
 
-def _pick(logits, key, temperature, top_p, greedy: bool):
-    """Next token [B] from logits [B, V]: argmax, or a sample from the top-p mass at temperature."""
+def _pick(logits, keys, temperature, top_p, greedy: bool):
+    """Next token [B] from logits [B, V]: argmax, or a sample from the top-p mass at temperature,
+    row b drawn with keys[b] (a row's draws do not depend on the batch it is in)."""
     import jax
     import jax.numpy as jnp
 
@@ -40,7 +41,7 @@ def _pick(logits, key, temperature, top_p, greedy: bool):
     probs = jax.nn.softmax(ranked, axis=-1)
     before = jnp.cumsum(probs, axis=-1) - probs  # mass of the tokens ranked above each
     ranked = jnp.where(before < top_p, ranked, -jnp.inf)  # keep the smallest set reaching top_p
-    choice = jax.random.categorical(key, ranked, axis=-1)
+    choice = jax.vmap(jax.random.categorical)(keys, ranked)
     return jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
 
 
@@ -95,13 +96,14 @@ class Generator:
         logits = self.model.apply(params, hidden[:, -1:], method=Gemma3.logits)[:, 0]
         return logits, cache, key_mask, positions[:, -1]
 
-    def _step_fn(self, params, cache, logits, key_mask, position, slot, key, temperature, top_p, greedy):
-        """Pick each row's next token from `logits`, write it at `slot`: (token, next logits, state)."""
+    def _step_fn(self, params, cache, logits, key_mask, position, slot, row_keys, t, temperature, top_p, greedy):
+        """Pick each row's next token from `logits` (step t), write it at `slot`: (token, next logits, state)."""
         import jax
 
         from gemini_embed.model.gemma3 import Gemma3
 
-        token = _pick(logits, key, temperature, top_p, greedy)
+        keys = jax.vmap(jax.random.fold_in, (0, None))(row_keys, t)
+        token = _pick(logits, keys, temperature, top_p, greedy)
         key_mask = jax.lax.dynamic_update_slice(key_mask, jax.numpy.ones((key_mask.shape[0], 1), bool), (0, slot))
         position = position + 1
         hidden, cache = self.model.apply(params, token[:, None], key_mask, position[:, None], cache, slot)
@@ -115,7 +117,7 @@ class Generator:
             else [self.tokenizer.bos_id]
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int = 32, *, temperature: float = 0.0,
-                 top_p: float = 1.0, seed: int = 0, stop: Sequence[str] = ()) -> list[str]:
+                 top_p: float = 1.0, seed: int | Sequence[int] = 0, stop: Sequence[str] = ()) -> list[str]:
         """The continuation of each prompt (stop sequences cut, with what follows them)."""
         ids = self.generate_ids([self.encode_prompt(p) for p in prompts], max_new_tokens, temperature=temperature,
                                 top_p=top_p, seed=seed, stop=stop)
@@ -123,25 +125,31 @@ class Generator:
         return [functools.reduce(lambda t, s: t.split(s, 1)[0], stop, t) for t in texts]
 
     def generate_ids(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 32, *,
-                     temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                     temperature: float = 0.0, top_p: float = 1.0, seed: int | Sequence[int] = 0,
                      stop: Sequence[str] = ()) -> list[list[int]]:
-        """New token ids of each prompt (given as ids, BOS first), up to and without EOS."""
+        """New token ids of each prompt (given as ids, BOS first), up to and without EOS.
+
+        seed: one per prompt, or an int s giving prompt i the seed s + i. A prompt's sample depends
+        on its seed only, not on the other prompts of its batch."""
         if max_new_tokens < 1:
             raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"temperature must be >= 0 and top_p in (0, 1], got {temperature} and {top_p}")
         if any(not p for p in prompts):
             raise ValueError(f"prompt {next(i for i, p in enumerate(prompts) if not p)} is empty (it needs BOS)")
+        seeds = [seed + i for i in range(len(prompts))] if isinstance(seed, int) else list(seed)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"got {len(seeds)} seeds for {len(prompts)} prompts")
         out: list[list[int]] = [[] for _ in prompts]
         order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))  # similar lengths share a batch
         for s in range(0, len(order), self.batch_size):
             idx = order[s:s + self.batch_size]
             for i, new in zip(idx, self._batch([prompts[i] for i in idx], max_new_tokens, temperature, top_p,
-                                               seed + s, stop)):
+                                               [seeds[i] for i in idx], stop)):
                 out[i] = new
         return out
 
-    def _batch(self, prompts, max_new_tokens, temperature, top_p, seed, stop):
+    def _batch(self, prompts, max_new_tokens, temperature, top_p, seeds, stop):
         import jax
 
         from gemini_embed.embed import length_buckets
@@ -162,10 +170,10 @@ class Generator:
                                                           tokens, mask)
         new = [[] for _ in prompts]
         done = [False] * len(prompts)
-        key = jax.random.PRNGKey(seed)
+        row_keys = jax.vmap(jax.random.PRNGKey)(np.array(seeds + [0] * (rows - len(seeds)), np.uint32))
         for t in range(max_new_tokens):
             token, logits, cache, key_mask, position = self._step(
-                self.params, cache, logits, key_mask, position, plen + t, jax.random.fold_in(key, t),
+                self.params, cache, logits, key_mask, position, plen + t, row_keys, t,
                 max(temperature, 1e-6), top_p, greedy=temperature == 0)
             token = np.asarray(token)
             for r in range(len(prompts)):

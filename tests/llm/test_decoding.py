@@ -87,6 +87,8 @@ def test_sampling_seeds_and_compilations(tiny):
     a = gen.generate_ids(prompts, 12, temperature=1.0, top_p=0.9, seed=3)
     assert a == gen.generate_ids(prompts, 12, temperature=1.0, top_p=0.9, seed=3)
     assert a != gen.generate_ids(prompts, 12, temperature=1.0, top_p=0.9, seed=4)
+    # a row's sample depends on its own seed, not on its batch: alone, with seed 3 + 2
+    assert gen.generate_ids(prompts[2:], 12, temperature=1.0, top_p=0.9, seed=[5]) == a[2:]
     # top_p so small that only the top token is left: greedy again
     assert gen.generate_ids(prompts, 12, temperature=1.0, top_p=1e-6, seed=5) == gen.generate_ids(prompts, 12)
     # prompt lengths 3..40 fall in few buckets; a step is one compiled program per (cache length, mode)
@@ -105,7 +107,7 @@ def test_pick_samples_the_top_p_mass_at_temperature():
     keep = (np.cumsum(p) - p) < top_p  # the smallest prefix of ranked tokens whose mass reaches top_p
     want = np.where(keep, p, 0) / p[keep].sum()
     keys = jax.random.split(jax.random.PRNGKey(0), 40_000)
-    draws = jax.vmap(lambda k: _pick(jnp.array(logits)[None], k, temperature, top_p, False)[0])(keys)
+    draws = _pick(jnp.tile(jnp.array(logits), (len(keys), 1)), keys, temperature, top_p, False)
     freq = np.bincount(np.asarray(draws), minlength=len(logits)) / len(keys)
     assert keep.sum() == 3 and np.all(freq[~keep] == 0)
     np.testing.assert_allclose(freq, want, atol=0.01)

@@ -16,6 +16,7 @@ COMMANDS = {  # command: (module, what it does)
     "train": ("gemini_embed.main", "train (or compile-only) from an experiment config; resumes in its workdir"),
     "evaluate": ("gemini_embed.evaluate", "MTEB-style evaluation of a model on registered or own tasks"),
     "mine": ("gemini_embed.mine", "hard negatives for a BEIR folder's train queries (optionally LLM-rescored), as training JSONL"),
+    "synth": ("gemini_embed.synth", "training pairs written by the LLM: queries for passages, paraphrases of sentences"),
     "export": ("gemini_embed.export", "write a model as a sentence-transformers folder"),
     "soup": ("gemini_embed.soup", "average finetuned models (uniform, or greedy on dev tasks)"),
     "prepare": ("gemini_embed.data.prepare", "prepare training sources into tfds array_record stores (training does it on first use too)"),

@@ -17,6 +17,7 @@ COMMANDS = {  # command: (module, what it does)
     "evaluate": ("gemini_embed.evaluate", "MTEB-style evaluation of a model on registered or own tasks"),
     "mine": ("gemini_embed.mine", "hard negatives for a BEIR folder's train queries (optionally LLM-rescored), as training JSONL"),
     "synth": ("gemini_embed.synth", "training pairs written by the LLM: queries for passages, paraphrases of sentences"),
+    "filter": ("gemini_embed.filter_pairs", "keep the synthetic pairs that pass dedup, LLM likelihood and round-trip tests"),
     "export": ("gemini_embed.export", "write a model as a sentence-transformers folder"),
     "soup": ("gemini_embed.soup", "average finetuned models (uniform, or greedy on dev tasks)"),
     "prepare": ("gemini_embed.data.prepare", "prepare training sources into tfds array_record stores (training does it on first use too)"),

@@ -38,6 +38,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch_size", type=int, default=8, help="prompts decoded together")
     ap.add_argument("--max_prompt_tokens", type=int, default=768, help="longer prompts lose their start")
     ap.add_argument("--data", default=None, help="data root of the few-shot examples (default $GEMINI_EMBED_DATA or ../shared/data)")
+    ap.add_argument("--human_counterpart", default=None,
+                    help="with a squad: corpus, also write this file: the same paragraphs with SQuAD's human questions")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")
     args = ap.parse_args(argv)
     runtime.setup_command()
@@ -45,8 +47,10 @@ def main(argv=None) -> dict:
     from gemini_embed.data.builders import data_root
     from gemini_embed.data.files import Problems
     from gemini_embed.llm.decoding import Generator
-    from gemini_embed.llm.synthesis import few_shot_examples, read_corpus, synthesize
+    from gemini_embed.llm.synthesis import few_shot_examples, human_counterpart, read_corpus, synthesize
 
+    if args.human_counterpart and not (args.kind == "query" and args.corpus.startswith("squad:")):
+        ap.error("--human_counterpart needs --kind query and a squad: corpus")
     if args.n < 1 or args.shots < 0:
         ap.error(f"--n must be >= 1 and --shots >= 0, got {args.n} and {args.shots}")
     path = None if args.model.lower() == "gemma3-270m" else args.model
@@ -72,6 +76,9 @@ def main(argv=None) -> dict:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     summary = {"output": args.output, "items": len(items), **counts, "compiled_shapes": len(generator.shapes_seen)}
+    if args.human_counterpart:
+        summary["human_counterpart"] = {"file": args.human_counterpart,
+                                        "rows": human_counterpart(args.output, args.corpus[6:], args.human_counterpart)}
     if problems.total:
         summary["corpus_problems"] = problems.by_reason()
     print(json.dumps(summary))

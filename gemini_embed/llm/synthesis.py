@@ -172,3 +172,22 @@ def synthesize(generator, items: Sequence[tuple[str, str, str]], kind: str, outp
             bar.update(len(part))
     bar.close()
     return counts
+
+
+def human_counterpart(output, squad_path, counterpart) -> int:
+    """The control arm of a synthetic-query file over SQuAD paragraphs: the same paragraphs with
+    one of SQuAD's human questions each (drawn with the row's seed), written to `counterpart` in
+    the same format. Returns the number of rows."""
+    questions: dict[str, list[str]] = {}
+    for e in src.squad(squad_path, Problems()):
+        questions.setdefault(e["positive"], []).append(e["query"])
+    rows = [json.loads(ln) for ln in pathlib.Path(output).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    out = []
+    for r in rows:
+        human = questions.get(r["positive"])
+        if human is None:
+            raise ValueError(f"{output}: the passage of source_id {r['source_id']} is not a SQuAD paragraph")
+        q = random.Random(r["provenance"]["seed"]).choice(human)
+        out.append({**r, "query": q, "provenance": {"human_counterpart_of": str(output), "squad": str(squad_path)}})
+    pathlib.Path(counterpart).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in out), encoding="utf-8")
+    return len(out)

@@ -105,3 +105,18 @@ def test_command_errors_are_one_line(tmp_path):
     assert p.returncode == 2 and "missing.txt does not exist" in p.stderr
     p = run("--corpus", f"squad:{SQUAD}", "--kind", "query", "--n", "0")
     assert p.returncode == 2 and "--n must be >= 1" in p.stderr
+
+
+def test_human_counterpart_pairs_the_same_paragraphs_with_squad_questions(generator, tmp_path):
+    out, human = tmp_path / "q.jsonl", tmp_path / "human.jsonl"
+    pool = synthesis.few_shot_examples("query", real_texts.DATA, n=16)
+    synthesis.synthesize(generator, _items(6), "query", out, examples=pool, max_new_tokens=4, progress=False)
+    n = synthesis.human_counterpart(out, SQUAD, human)
+    synth_rows = [json.loads(ln) for ln in out.read_text().splitlines()]
+    human_rows = [json.loads(ln) for ln in human.read_text().splitlines()]
+    assert n == len(synth_rows) == len(human_rows) > 0
+    by_paragraph = {}
+    for e in src.squad(SQUAD, Problems()):
+        by_paragraph.setdefault(e["positive"], set()).add(e["query"])
+    for s, h in zip(synth_rows, human_rows):
+        assert h["positive"] == s["positive"] and h["title"] == s["title"] and h["query"] in by_paragraph[s["positive"]]

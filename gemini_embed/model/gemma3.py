@@ -144,7 +144,7 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x, mask, positions, is_global, cache=None):
-        """cache: None, or (k, v, slot) for causal decoding: this layer's keys and values [B, S, G, K]
+        """cache: None, or (k, v, slot) for causal decoding: this layer's keys [B, G, K, S] and values [B, G, S, K]
         and the slot where x's first token goes; mask is then [B, S] over the cache's slots.
         Returns (output, the updated (k, v) or None)."""
         c = self.config
@@ -163,22 +163,24 @@ class Attention(nn.Module):
         base = jnp.where(is_global, c.rope_global_base, c.rope_local_base)
         scale = jnp.where(is_global, c.rope_global_scale, 1.0)
         q, k = rope(q, positions, base, scale), rope(k, positions, base, scale)
-        query_slots, new_cache = None, None
+        query_slots, new_cache, k_axes, v_axes = None, None, "bsgk", "bsgk"
         if cache is not None:
+            # Keys [B, G, K, S] and values [B, G, S, K]: the layouts XLA's dots read in place (any
+            # other makes it copy the whole cache of every layer at every step)
             k_cache, v_cache, slot = cache
-            k = jax.lax.dynamic_update_slice(k_cache, k.astype(k_cache.dtype), (0, slot, 0, 0))
-            v = jax.lax.dynamic_update_slice(v_cache, v.astype(v_cache.dtype), (0, slot, 0, 0))
-            query_slots, new_cache = slot + jnp.arange(x.shape[1]), (k, v)
+            k = jax.lax.dynamic_update_slice(k_cache, k.transpose(0, 2, 3, 1).astype(k_cache.dtype), (0, 0, 0, slot))
+            v = jax.lax.dynamic_update_slice(v_cache, v.transpose(0, 2, 1, 3).astype(v_cache.dtype), (0, 0, slot, 0))
+            query_slots, new_cache, k_axes, v_axes = slot + jnp.arange(x.shape[1]), (k, v), "bgks", "bgsk"
 
         groups = c.num_heads // c.num_kv_heads
         q = q.reshape(*q.shape[:2], c.num_kv_heads, groups, c.head_dim)  # [B, L, G, N/G, K]
         f = _at_least_f32(dt)
-        logits = jnp.einsum("bqgnk,bsgk->bgnqs", q, k, preferred_element_type=f)
+        logits = jnp.einsum(f"bqgnk,{k_axes}->bgnqs", q, k, preferred_element_type=f)
         logits = logits * c.query_pre_attn_scalar ** -0.5
         allowed = attention_mask(mask, c, is_global, query_slots)[:, :, None]  # [B, 1, 1, L, S]
         logits = jnp.where(allowed, logits, jnp.finfo(f).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(dt)
-        out = jnp.einsum("bgnqs,bsgk->bqgnk", probs, v).reshape(*x.shape[:2], c.num_heads, c.head_dim)
+        out = jnp.einsum(f"bgnqs,{v_axes}->bqgnk", probs, v).reshape(*x.shape[:2], c.num_heads, c.head_dim)
         return nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=False, dtype=dt, name="o",
                                kernel_init=nn.with_logical_partitioning(init, ("heads", "head_dim", "embed")))(out), new_cache
 
@@ -245,8 +247,8 @@ class Gemma3(nn.Module):
     def __call__(self, tokens, mask, positions=None, cache=None, slot=0):
         """Plain forward: mask [B, L]; right padding, so positions default to 0..L-1 in every row.
 
-        Causal decoding with a KV cache (llm/decoding.py): cache holds each layer's (k, v)
-        [B, S, G, K]; tokens [B, L] go into slots slot..slot+L-1 at their `positions` [B, L];
+        Causal decoding with a KV cache (llm/decoding.py): cache holds each layer's keys
+        [B, G, K, S] and values [B, G, S, K]; tokens [B, L] go into slots slot..slot+L-1 at their `positions` [B, L];
         mask [B, S] marks the filled slots. Returns (hidden states, the updated cache) then.
         """
         c = self.config

@@ -113,6 +113,26 @@ def test_pick_samples_the_top_p_mass_at_temperature():
     np.testing.assert_allclose(freq, want, atol=0.01)
 
 
+def test_top_candidates_and_the_full_sort_draw_the_same_tokens(monkeypatch):
+    """Top-p looks at the top NUCLEUS_CANDIDATES tokens when they hold the mass, else sorts the
+    whole vocabulary: either way the same tokens for the same keys."""
+    from gemini_embed.llm import decoding
+
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(64, 300)) * 2 + np.where(np.arange(300) < 5, 10.0, 0.0), jnp.float32)
+    keys = jax.random.split(jax.random.PRNGKey(1), 64)
+    p = np.exp(np.asarray(logits) - np.max(np.asarray(logits), axis=1, keepdims=True))
+    p /= p.sum(1, keepdims=True)
+    assert np.all(np.sort(p, axis=1)[:, ::-1][:, :16].sum(1) >= 0.9)  # 16 candidates hold the top-p mass
+    draws = []
+    for k in (300, 16, 2):  # the whole ranking; the top 16; too few (the full sort)
+        monkeypatch.setattr(decoding, "NUCLEUS_CANDIDATES", k)
+        draws.append(np.asarray(_pick(logits, keys, 1.0, 0.9, False)))
+    np.testing.assert_array_equal(draws[0], draws[1])
+    np.testing.assert_array_equal(draws[0], draws[2])
+    assert len(set(draws[0].tolist())) >= 3  # it samples, not argmax
+
+
 def test_bad_arguments_are_one_line_errors(tiny):
     _, config, params = tiny
     gen = Generator(model=(config, params, TINY_TOKENS), batch_size=2, max_prompt_tokens=16)

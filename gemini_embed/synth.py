@@ -1,7 +1,7 @@
 """The synth command: training pairs written by the LLM (Gemma 3 in causal mode, few-shot prompts).
 
-    python -m gemini_embed.synth --model gemma3-270m --corpus squad:../shared/data/squad_v1.1_train/squad_v1.1_train.jsonl.gz \\
-        --kind query --n 1000 --output runs/synth/squad_queries.jsonl
+    python -m gemini_embed.synth --model gemma3-270m --kind query --n 1000 --output runs/synth/squad_queries.jsonl \\
+        --corpus squad:../shared/data/squad_v1.1_train/squad_v1.1_train.jsonl.gz
     python -m gemini_embed.synth --model gemma3-270m --corpus lines:sentences.txt --kind paraphrase --n 500 \\
         --output runs/synth/paraphrases.jsonl
 
@@ -37,7 +37,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--max_new_tokens", type=int, default=48, help="tokens generated per item at most")
     ap.add_argument("--batch_size", type=int, default=8, help="prompts decoded together")
     ap.add_argument("--max_prompt_tokens", type=int, default=768, help="longer prompts lose their start")
-    ap.add_argument("--data", default=None, help="data root of the few-shot examples (default $GEMINI_EMBED_DATA or ../shared/data)")
+    ap.add_argument("--data", default=None,
+                    help="data root of the few-shot examples (default $GEMINI_EMBED_DATA or ../shared/data)")
     ap.add_argument("--human_counterpart", default=None,
                     help="with a squad: corpus, also write this file: the same paragraphs with SQuAD's human questions")
     ap.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT")

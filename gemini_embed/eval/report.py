@@ -28,4 +28,3 @@ def format_table(results: dict[str, dict]) -> str:
     for family, score in family_means(results).items():
         lines.append(f"{family + ' (mean)':<{width}}  {'':<16} {score:>7.4f}")
     return "\n".join(lines)
-

@@ -144,8 +144,8 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x, mask, positions, is_global, cache=None):
-        """cache: None, or (k, v, slot) for causal decoding: this layer's keys [B, G, K, S] and values [B, G, S, K]
-        and the slot where x's first token goes; mask is then [B, S] over the cache's slots.
+        """cache: None, or (k, v, slot) for causal decoding: this layer's keys [B, G, K, S] and values
+        [B, G, S, K] and the slot where x's first token goes; mask is then [B, S] over the cache's slots.
         Returns (output, the updated (k, v) or None)."""
         c = self.config
         dt = c.compute_dtype
@@ -181,8 +181,9 @@ class Attention(nn.Module):
         logits = jnp.where(allowed, logits, jnp.finfo(f).min)
         probs = jax.nn.softmax(logits, axis=-1).astype(dt)
         out = jnp.einsum(f"bgnqs,{v_axes}->bqgnk", probs, v).reshape(*x.shape[:2], c.num_heads, c.head_dim)
-        return nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=False, dtype=dt, name="o",
-                               kernel_init=nn.with_logical_partitioning(init, ("heads", "head_dim", "embed")))(out), new_cache
+        out = nn.DenseGeneral(c.d_model, axis=(-2, -1), use_bias=False, dtype=dt, name="o",
+                              kernel_init=nn.with_logical_partitioning(init, ("heads", "head_dim", "embed")))(out)
+        return out, new_cache
 
 
 class MLP(nn.Module):
@@ -248,8 +249,8 @@ class Gemma3(nn.Module):
         """Plain forward: mask [B, L]; right padding, so positions default to 0..L-1 in every row.
 
         Causal decoding with a KV cache (llm/decoding.py): cache holds each layer's keys
-        [B, G, K, S] and values [B, G, S, K]; tokens [B, L] go into slots slot..slot+L-1 at their `positions` [B, L];
-        mask [B, S] marks the filled slots. Returns (hidden states, the updated cache) then.
+        [B, G, K, S] and values [B, G, S, K]; tokens [B, L] go into slots slot..slot+L-1 at their
+        `positions` [B, L]; mask [B, S] marks the filled slots. Returns (hidden states, the updated cache) then.
         """
         c = self.config
         x = constrain_batch(self.embedder(tokens) * jnp.asarray(c.d_model ** 0.5, c.compute_dtype))  # [B, L, D]

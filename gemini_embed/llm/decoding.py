@@ -37,7 +37,7 @@ def _pick(logits, keys, temperature, top_p, greedy: bool):
 
     The sample is an inverse-CDF draw over the kept tokens in rank order, from one uniform number
     per row, so it is the same token whether the ranking came from the top candidates or from
-    the full sort of the vocabulary (which a 262k vocabulary makes ~70x slower: XLA's CPU sort)."""
+    the full sort of the vocabulary (~60x slower for a 262k vocabulary on a CPU: 764 vs 13 ms for 8 rows)."""
     import jax
     import jax.numpy as jnp
 

@@ -12,7 +12,6 @@ Every row is scored by all three, so the histograms show the whole input.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import re
 from typing import Sequence
@@ -135,15 +134,14 @@ def plot_histogram(stats: dict, path) -> None:
 
 
 def read_rows(path) -> list[dict]:
+    """The rows of a generic JSONL file as they are (provenance kept); the first bad line raises a
+    DataError naming the file, line and field."""
+    from gemini_embed.data.files import Problems, read_jsonl, text_field
+
+    problems = Problems(on_error="fail")
     rows = []
-    for i, ln in enumerate(pathlib.Path(path).read_text(encoding="utf-8").splitlines()):
-        if ln.strip():
-            try:
-                row = json.loads(ln)
-            except json.JSONDecodeError:
-                raise ValueError(f"{path}:{i + 1}: not a JSON row") from None
-            for field in ("query", "positive"):
-                if not isinstance(row.get(field), str) or not row[field].strip():
-                    raise ValueError(f"{path}:{i + 1}: field {field!r} is missing or empty")
-            rows.append(row)
+    for line, row in read_jsonl(path, problems):
+        for field in ("query", "positive"):
+            text_field(row, field, path, line, problems)
+        rows.append(row)
     return rows

@@ -64,6 +64,20 @@ def _pick(logits, keys, temperature, top_p, greedy: bool):
     return jax.lax.cond(enough, lambda: draw(top, order), full_sort)
 
 
+def load_causal_gemma(gguf_path=None, what: str = "LLM"):
+    """(config, params, tokenizer) of Gemma 3 in causal mode from a .gguf file (default the
+    packaged Gemma 3 270M): the LLM of the generator and of the scorer."""
+    from gemini_embed.tokenize import GemmaTokenizer
+    from gemini_embed.weights.gemma3_import import load_gemma3_gguf
+    from gemini_embed.weights.packaged import gemma3_270m_gguf
+
+    path = pathlib.Path(gguf_path) if gguf_path else gemma3_270m_gguf()
+    if path.suffix != ".gguf" or not path.is_file():
+        raise ValueError(f"{what} weights must be a Gemma 3 .gguf file, got {str(path)!r}")
+    config, params = load_gemma3_gguf(path, attention="causal")
+    return config, params, GemmaTokenizer.from_gguf(path)
+
+
 class Generator:
     """Text continuation with Gemma 3 (a base model: few-shot prompts, no chat template).
 
@@ -80,18 +94,7 @@ class Generator:
 
         if batch_size < 1 or max_prompt_tokens < 1:
             raise ValueError(f"batch_size={batch_size} and max_prompt_tokens={max_prompt_tokens} must be >= 1")
-        if model is None:
-            from gemini_embed.tokenize import GemmaTokenizer
-            from gemini_embed.weights.gemma3_import import load_gemma3_gguf
-            from gemini_embed.weights.packaged import gemma3_270m_gguf
-
-            path = pathlib.Path(gguf_path) if gguf_path else gemma3_270m_gguf()
-            if path.suffix != ".gguf" or not path.is_file():
-                raise ValueError(f"generator weights must be a Gemma 3 .gguf file, got {str(path)!r}")
-            config, params = load_gemma3_gguf(path, attention="causal")
-            tokenizer = GemmaTokenizer.from_gguf(path)
-        else:
-            config, params, tokenizer = model
+        config, params, tokenizer = model if model is not None else load_causal_gemma(gguf_path, "generator")
         if config.attention != "causal":
             raise ValueError("decoding needs the causal model (attention='causal')")
         self.name, self.config, self.tokenizer = name, config, tokenizer

@@ -5,7 +5,6 @@ model is the base of the LLM's other data work (generation, filtering).
 """
 from __future__ import annotations
 
-import pathlib
 from typing import Sequence
 
 import numpy as np
@@ -25,21 +24,15 @@ class QueryLikelihoodScorer:
                  batch_size: int = 8, name: str = "gemma3-270m"):
         import jax
 
+        from gemini_embed.llm.decoding import load_causal_gemma
         from gemini_embed.model.gemma3 import Gemma3
-        from gemini_embed.tokenize import GemmaTokenizer
-        from gemini_embed.weights.gemma3_import import load_gemma3_gguf
-        from gemini_embed.weights.packaged import gemma3_270m_gguf
 
-        path = pathlib.Path(gguf_path) if gguf_path else gemma3_270m_gguf()
-        if path.suffix != ".gguf" or not path.is_file():
-            raise ValueError(f"LLM scorer weights must be a Gemma 3 .gguf file, got {str(path)!r}")
         if max_passage_tokens < 1 or max_query_tokens < 1 or batch_size < 1:
             raise ValueError(f"max_passage_tokens={max_passage_tokens}, max_query_tokens={max_query_tokens} and "
                              f"batch_size={batch_size} must all be >= 1")
-        config, params = load_gemma3_gguf(path, attention="causal")
+        config, params, self.tokenizer = load_causal_gemma(gguf_path, "LLM scorer")
         self.name = name
         self.config = dict(name=name, max_passage_tokens=max_passage_tokens, max_query_tokens=max_query_tokens)
-        self.tokenizer = GemmaTokenizer.from_gguf(path)
         self.max_passage_tokens, self.max_query_tokens, self.batch_size = max_passage_tokens, max_query_tokens, batch_size
         self.model = Gemma3(config)
         self.params = jax.device_put(params)

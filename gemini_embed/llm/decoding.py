@@ -29,6 +29,9 @@ def init_cache(config, rows: int, length: int):
 
 
 NUCLEUS_CANDIDATES = 1024  # top-p looks at the top tokens first; the full sort only if they hold < top_p
+# What a seed draws: rename when the draw changes (v1 was jax.random.categorical, before 05033b8),
+# so that files written by another sampler are not taken for the same sample.
+SAMPLER = "inverse-cdf-v2"
 
 
 def _pick(logits, keys, temperature, top_p, greedy: bool):
@@ -84,6 +87,8 @@ class Generator:
         gen = Generator()                      # the packaged Gemma 3 270M GGUF
         gen.generate(["Question: what is the capital of France?\\nAnswer:"], max_new_tokens=16)
     """
+
+    sampler = SAMPLER
 
     def __init__(self, gguf_path=None, *, batch_size: int = 8, max_prompt_tokens: int = 512,
                  name: str = "gemma3-270m", model=None):

@@ -141,8 +141,8 @@ def synthesize(generator, items: Sequence[tuple[str, str, str]], kind: str, outp
     template = TEMPLATES[kind]
     output = pathlib.Path(output)
     output.parent.mkdir(parents=True, exist_ok=True)
-    settings = {"generator": generator.name, "template": template.id, "shots": shots, "temperature": temperature,
-                "top_p": top_p, "max_new_tokens": max_new_tokens,
+    settings = {"generator": generator.name, "sampler": generator.sampler, "template": template.id, "shots": shots,
+                "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
                 "examples": hashlib.sha256(json.dumps(list(examples)).encode()).hexdigest()[:16]}
     done = _done_ids(output, settings)
     todo = [it for it in items if it[0] not in done]

@@ -16,7 +16,7 @@ import pytest
 
 from gemini_embed.data import sources as src
 from gemini_embed.data.files import Problems
-from gemini_embed.llm import synthesis
+from gemini_embed.llm import decoding, synthesis
 from gemini_embed.llm.decoding import Generator
 from gemini_embed.model.gemma3 import GEMMA3_PRESETS, Gemma3
 from gemini_embed.tokenize import GemmaTokenizer
@@ -67,6 +67,7 @@ def test_rows_are_generic_training_pairs_with_provenance(generator, tmp_path):
     assert len(rows) >= 5
     prov = rows[0]["provenance"]
     assert prov["generator"] == "gemma3-tiny-random" and prov["template"] == "query-v1"
+    assert prov["sampler"] == decoding.SAMPLER
     assert prov["temperature"] == 0.7 and prov["top_p"] == 0.95 and len(prov["shots_from_pool"]) == 3
     assert prov["seed"] == synthesis.row_seed(7, rows[0]["source_id"])
     items = {i: (t, x) for i, t, x in _items()}

@@ -3,7 +3,8 @@
 # paragraphs with Gemma 3 270M (and the human control arm), filter them, pre-finetune four arms of
 # Gemma 3 270M at equal steps and evaluate each on STS Benchmark, CoSQA and SciFact.
 # Every step resumes: a rerun skips written rows, finished runs and finished tasks.
-# On the 2-core CPU: ~10 min of data, ~8 min per training arm, ~30 min per SciFact evaluation.
+# Measured on the 2-core CPU (docs/synthetic.md): 18-27 min of data, 8-21 min per training arm,
+# 7 min per STSB+CoSQA evaluation; SciFact ~30-60 min per arm (not run yet).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

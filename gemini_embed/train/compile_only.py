@@ -42,16 +42,18 @@ class Chip:
     peak_flops: float  # bf16 FLOP/s per chip
     hbm_bytes: float
     ici_bytes_per_s: float  # per chip, one direction
+    hbm_bytes_per_s: float
 
 
 # Published per-chip figures (Google Cloud TPU docs, cloud.google.com/tpu/docs/{v5e,v5p-training,v4}).
+# HBM bandwidth: v5e 819 GBps, v5p 2765 GBps, v4 1200 GBps (the pages' "HBM capacity and bandwidth").
 # ICI: the docs' "Interchip Interconnect BW" in Gbps / 8 (v5e 1600 Gbps, v5p 4800 Gbps; half the
 # "bidirectional" 400 / 1200 GBps rows). v4's page gives no per-chip ICI figure: 2400 Gbps is an
 # assumption (6 links, TPU v4 paper, Jouppi et al. 2023), not a published Cloud number.
 CHIPS = {
-    "v5e": Chip("TPU v5e", 197e12, 16 * GiB, 1600e9 / 8),
-    "v5p": Chip("TPU v5p", 459e12, 95 * GiB, 4800e9 / 8),
-    "v4": Chip("TPU v4", 275e12, 32 * GiB, 2400e9 / 8),
+    "v5e": Chip("TPU v5e", 197e12, 16 * GiB, 1600e9 / 8, 819e9),
+    "v5p": Chip("TPU v5p", 459e12, 95 * GiB, 4800e9 / 8, 2765e9),
+    "v4": Chip("TPU v4", 275e12, 32 * GiB, 2400e9 / 8, 1200e9),
 }
 # Each TPU VM host drives 2x2 chips in the slices we target (v5e training hosts, v4, v5p).
 _HOST_BOUNDS = (2, 2, 1)
@@ -229,19 +231,37 @@ def compile_report(c, topology: str, hbm_gib: float | None = None) -> dict:
         "activation_all_gathers": _activation_gathers(colls, {lq, lp}),
     }
     if chip:
-        t_flops = flops / chip.peak_flops
-        t_ici = sum((2 if x.kind == "all-reduce" else 1) * x.bytes_per_step * (x.group - 1) / max(x.group, 1)
-                    for x in colls) / chip.ici_bytes_per_s
-        step = max(t_flops, t_ici)
-        report["modelled"] = {"peak_flops_per_chip": chip.peak_flops, "ici_bytes_per_s_per_chip": chip.ici_bytes_per_s,
-                           "compute_s": t_flops, "ici_s": t_ici, "step_s": step,
-                           "mfu": useful / (step * chip.peak_flops * len(devices)) if step else 0.0}
+        report["modelled"] = modelled_step(comps, counts, colls, flops, useful, chip, len(devices))
     try:  # the serving path: reported, but not what this mode is asked to prove
         report["embed_fn"] = _embed_report(model, mesh, b, lp, hbm)
     except DoesNotFitError as e:
         report["embed_fn"] = {"rows": b, "length": lp, "error": str(e)[:2000]}
     report["_hlo_text"] = hlo_text  # written next to the report by run(), not into the JSON
     return report
+
+
+def modelled_step(comps, counts, colls, flops: float, useful: float, chip: Chip, chips: int) -> dict:
+    """The step time from the chip's published figures. Assumptions: the program's ops run one
+    after another, each taking max(its matmul FLOPs / peak, its HBM bytes / HBM bandwidth) (compute
+    and memory traffic of one op overlap); collectives overlap fully with the ops (TPU runs them
+    asynchronously), so step = max(sum of the ops' times, ICI time). An upper bound on speed: kernel
+    efficiency below peak and exposed collectives are not modelled."""
+    ops = hlo_costs.op_costs(comps, counts)
+    t_ops = [o.seconds(chip.peak_flops, chip.hbm_bytes_per_s) * o.runs for o in ops]
+    hbm_bound = sum(t for o, t in zip(ops, t_ops) if o.bytes / chip.hbm_bytes_per_s > o.flops / chip.peak_flops)
+    t_ici = sum((2 if x.kind == "all-reduce" else 1) * x.bytes_per_step * (x.group - 1) / max(x.group, 1)
+                for x in colls) / chip.ici_bytes_per_s
+    step = max(sum(t_ops), t_ici)
+    bound = "ICI" if t_ici > sum(t_ops) else ("HBM" if hbm_bound > sum(t_ops) / 2 else "compute")
+    top = sorted(zip(t_ops, ops), key=lambda x: -x[0])[:5]
+    return {"peak_flops_per_chip": chip.peak_flops, "ici_bytes_per_s_per_chip": chip.ici_bytes_per_s,
+            "hbm_bytes_per_s_per_chip": chip.hbm_bytes_per_s,
+            "compute_s": flops / chip.peak_flops, "hbm_s": sum(o.bytes * o.runs for o in ops) / chip.hbm_bytes_per_s,
+            "hbm_bytes_per_step": sum(o.bytes * o.runs for o in ops), "ops_s": sum(t_ops),
+            "hbm_bound_ops_s": hbm_bound, "ici_s": t_ici, "step_s": step, "bound": bound,
+            "mfu": useful / (step * chip.peak_flops * chips) if step else 0.0,
+            "costliest_ops": [{"name": o.name, "op": o.op, "s_per_step": t, "runs": o.runs, "flops": o.flops,
+                               "bytes": o.bytes} for t, o in top]}
 
 
 def _embed_report(model, mesh, rows: int, length: int, hbm) -> dict:
@@ -284,9 +304,13 @@ def format_report(r: dict) -> str:
     rows.append(("activation all-gathers", str(len(r["activation_all_gathers"]))))
     if "modelled" in r:
         t = r["modelled"]
-        rows.append(("modelled step", f"{t['step_s']:.3f} s = max(compute {t['compute_s']:.3f} s at "
-                                      f"{t['peak_flops_per_chip'] / 1e12:.0f} TFLOP/s, ICI {t['ici_s']:.3f} s at "
-                                      f"{t['ici_bytes_per_s_per_chip'] / 1e9:.0f} GB/s); expected MFU {t['mfu']:.1%}"))
+        rows.append(("modelled step", f"{t['step_s']:.3f} s = max(ops {t['ops_s']:.3f} s, ICI {t['ici_s']:.3f} s at "
+                                      f"{t['ici_bytes_per_s_per_chip'] / 1e9:.0f} GB/s), {t['bound']}-bound; expected "
+                                      f"MFU {t['mfu']:.1%}"))
+        rows.append(("ops", f"each max(FLOPs at {t['peak_flops_per_chip'] / 1e12:.0f} TFLOP/s, bytes at "
+                            f"{t['hbm_bytes_per_s_per_chip'] / 1e9:.0f} GB/s): compute alone {t['compute_s']:.3f} s, "
+                            f"HBM alone {t['hbm_s']:.3f} s ({t['hbm_bytes_per_step'] / GiB:.1f} GiB), in HBM-bound ops "
+                            f"{t['hbm_bound_ops_s']:.3f} s"))
     e = r["embed_fn"]
     rows.append(("embed function", f"[{e['rows']}, {e['length']}]: " + (e["error"].splitlines()[0] if "error" in e else
                  f"{e['memory_per_chip']['total'] / GiB:.2f} GiB per chip, {e['flops_per_call_per_chip']:.3e} FLOPs "

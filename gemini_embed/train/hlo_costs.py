@@ -244,3 +244,122 @@ def loop_extra_flops(comps) -> int:
     counts, _ = run_counts(comps)
     once, _ = run_counts(comps, loops=False)
     return matmul_flops(comps, counts)[0] - matmul_flops(comps, once)[0]
+
+
+
+# The HBM side of the model: what each op that runs reads and writes. Ops that move no data of
+# their own: aliases and control flow (their bodies are counted); collectives go to the ICI model.
+_NO_TRAFFIC = {"parameter", "constant", "get-tuple-element", "tuple", "bitcast", "while", "conditional", "call",
+               "after-all", "partition-id", "replica-id", "opt-barrier", "add-dependency", "domain"}
+_SLICING = ("dynamic-slice", "slice", "gather")
+
+
+@dataclasses.dataclass
+class OpCost:
+    name: str
+    op: str  # the HLO op; for a fusion, "fusion:<its largest fused op>"
+    flops: int  # matmul FLOPs per run
+    bytes: int  # HBM bytes read and written per run
+    runs: int
+
+    def seconds(self, peak_flops: float, hbm_bytes_per_s: float) -> float:
+        """Roofline of one run: compute and memory traffic of the same op overlap."""
+        return max(self.flops / peak_flops, self.bytes / hbm_bytes_per_s)
+
+
+def _nbytes(arrays: list[Array]) -> int:
+    return sum(a.bytes for a in arrays)
+
+
+def _nested(comps) -> set[str]:
+    """Computations that run inside an op (fusion bodies, reducers, async wrappers), not as ops of their own."""
+    out = set()
+    for name, instrs in comps.items():
+        for ins in instrs.values():
+            for kind, callee in _CALLS.findall(ins.attrs):
+                if (kind == "calls" and ins.op != "call") or (kind == "to_apply" and ins.op != "call"):
+                    out.add(callee)
+    return out
+
+
+def _moves_no_data(ins: Instr, comps) -> bool:
+    base = ins.op.removesuffix("-start").removesuffix("-done")
+    if ins.op in _NO_TRAFFIC or base in COLLECTIVES or ins.op.startswith("async-") or ins.op.endswith("-done"):
+        return True
+    if base in ("send", "recv"):
+        return True
+    callee = re.search(r"\bcalls=%?([\w.\-]+)", ins.attrs)  # TPU's async collective fusions: ICI, not HBM
+    return bool(callee and callee.group(1) in comps
+                and any(i.op.removesuffix("-start") in COLLECTIVES for i in comps[callee.group(1)].values()))
+
+
+def _fusion_bytes(ins: Instr, instrs: dict[str, Instr], body: dict[str, Instr]) -> int:
+    """One fusion's HBM bytes: every operand read once, except one that the fused computation only
+    slices (a scanned layer's weights, one chunk of the batch: the slices are read) or updates in
+    place (a dynamic-update-slice: only the update moves); the output written once, except an
+    in-place update, which writes its update."""
+    params = {int(i.args): i.name for i in body.values() if i.op == "parameter" and i.args.strip().isdigit()}
+    users: dict[str, list[Instr]] = defaultdict(list)
+    for i in body.values():
+        for o in i.operands:
+            users[o].append(i)
+    total = 0
+    for index, name in enumerate(ins.operands):
+        full = _nbytes(instrs[name].shape) if name in instrs else 0
+        uses = users.get(params.get(index, ""), [])
+        if uses and all(u.op in _SLICING and u.operands[0] == params[index] for u in uses):
+            total += min(full, sum(_nbytes(u.shape) for u in uses))
+        elif uses and all(u.op == "dynamic-update-slice" and u.operands[0] == params[index] for u in uses):
+            total += 0
+        else:
+            total += full
+    updates = [i for i in body.values() if i.op == "dynamic-update-slice" and i.shape == ins.shape]
+    if updates and updates[0].operands[1] in body:
+        return total + _nbytes(body[updates[0].operands[1]].shape)
+    return total + _nbytes(ins.shape)
+
+
+def _fused_flops(comp: str, comps, seen=()) -> tuple[int, str]:
+    """Matmul FLOPs inside a fused computation (nested fusions included) and its costliest op kind."""
+    flops, kinds = 0, defaultdict(int)
+    for ins in comps[comp].values():
+        f = _matmul_flops(ins, comps[comp])
+        flops += f
+        kinds[ins.op] += f or _nbytes(ins.shape)
+        callee = re.search(r"\bcalls=%?([\w.\-]+)", ins.attrs)
+        if callee and callee.group(1) in comps and callee.group(1) not in seen:
+            flops += _fused_flops(callee.group(1), comps, seen + (comp,))[0]
+    kinds.pop("parameter", None)
+    return flops, max(kinds, key=kinds.get) if kinds else ""
+
+
+def op_costs(comps, counts) -> list[OpCost]:
+    """Every op the program runs (fusions as one op), with its matmul FLOPs, HBM bytes and runs per call."""
+    nested, out = _nested(comps), []
+    for cname, instrs in comps.items():
+        if cname == "__entry__" or cname in nested or not counts.get(cname):
+            continue
+        for ins in instrs.values():
+            if _moves_no_data(ins, comps):
+                continue
+            flops, op = _matmul_flops(ins, instrs), ins.op
+            if ins.op == "fusion":
+                body = _callee(ins)
+                if body in comps:
+                    flops, kind = _fused_flops(body, comps)
+                    op, nbytes = f"fusion:{kind}", _fusion_bytes(ins, instrs, comps[body])
+                else:
+                    nbytes = _nbytes(ins.shape) + sum(_nbytes(instrs[o].shape) for o in ins.operands if o in instrs)
+            elif ins.op in _SLICING:
+                nbytes = 2 * _nbytes(ins.shape)
+            elif ins.op == "dynamic-update-slice" and len(ins.operands) > 1 and ins.operands[1] in instrs:
+                nbytes = 2 * _nbytes(instrs[ins.operands[1]].shape)
+            else:
+                nbytes = _nbytes(ins.shape) + sum(_nbytes(instrs[o].shape) for o in ins.operands if o in instrs)
+            out.append(OpCost(ins.name, op, flops, nbytes, counts[cname]))
+    return out
+
+
+def _callee(ins: Instr) -> str | None:
+    m = re.search(r"\bcalls=%?([\w.\-]+)", ins.attrs)
+    return m.group(1) if m else None

@@ -83,8 +83,11 @@ def test_tpu_v5e_topology_compiles_tiny_with_grad_cache():
     gathered = {g["formula"] for g in r["negatives_collectives"]}
     assert "16 x 32 x 4 = 2048" in gathered
     t = r["modelled"]
-    assert t["peak_flops_per_chip"] == 197e12 and t["step_s"] == max(t["compute_s"], t["ici_s"]) > 0
-    assert 0 < t["mfu"] < 1
+    assert t["peak_flops_per_chip"] == 197e12 and t["hbm_bytes_per_s_per_chip"] == 819e9
+    assert t["step_s"] == max(t["ops_s"], t["ici_s"]) > 0
+    # Each op takes the longer of its compute and its traffic: the sum is at least either alone.
+    assert t["ops_s"] >= t["hbm_s"] * (1 - 1e-9) and t["ops_s"] >= r["matmul_flops_hlo_per_chip"] / 197e12
+    assert t["bound"] in ("compute", "HBM", "ICI") and 0 < t["mfu"] < 1
 
 
 def test_over_hbm_is_a_clear_error_naming_the_biggest_buffers():
@@ -115,6 +118,36 @@ def test_loop_bodies_count_trip_count_times():
     assert not notes
     assert hlo_costs.matmul_flops(comps, counts)[0] == 5 * 2 * 8 * 64 * 64
     assert hlo_costs.loop_extra_flops(comps) == 4 * 2 * 8 * 64 * 64
+
+
+def test_hbm_bytes_equal_xla_cost_analysis_and_count_loop_trips():
+    """Per-op HBM bytes (hlo_costs.op_costs) against XLA's own `bytes accessed` on programs without
+    loops, and a scan's body counted once per layer (its weights read one slice per trip)."""
+    def mlp_grad(w1, w2, x):
+        return jax.grad(lambda a, b: jnp.sum(jax.nn.gelu(x @ a) @ b))(w1, w2)
+
+    def layers(w, x):
+        return jax.lax.scan(lambda c, wi: (jnp.tanh(c @ wi), None), x, w)[0].sum()
+
+    compiled = jax.jit(mlp_grad).lower(jnp.ones((256, 1024)), jnp.ones((1024, 256)), jnp.ones((64, 256))).compile()
+    comps = hlo_costs.parse(compiled.as_text())
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    ops = hlo_costs.op_costs(comps, hlo_costs.run_counts(comps)[0])
+    assert sum(o.bytes * o.runs for o in ops) == cost["bytes accessed"]
+    counts = hlo_costs.run_counts(comps)[0]
+    assert sum(o.flops * o.runs for o in ops) == hlo_costs.matmul_flops(comps, counts)[0] <= cost["flops"]
+
+    compiled = jax.jit(layers).lower(jnp.ones((6, 256, 256)), jnp.ones((64, 256))).compile()
+    comps = hlo_costs.parse(compiled.as_text())
+    once = hlo_costs.op_costs(comps, hlo_costs.run_counts(comps, loops=False)[0])
+    every = hlo_costs.op_costs(comps, hlo_costs.run_counts(comps)[0])
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, list) else cost
+    assert abs(sum(o.bytes * o.runs for o in once) - cost["bytes accessed"]) < 0.001 * cost["bytes accessed"]
+    weight_reads = [o for o in every if o.op == "fusion:dynamic-slice"]
+    # one layer's slice per trip, read and written, and the s32 loop index
+    assert [(o.bytes, o.runs) for o in weight_reads] == [(2 * 256 * 256 * 4 + 4, 6)]
 
 
 # The shape of TPU's async collective fusion (from the 27B pod HLO, trimmed): one all-gather split

@@ -71,17 +71,17 @@ def render(reports: list[dict]) -> str:
         "",
         "| config | slice | mesh (data x fsdp x tensor) | params | batch / chunk | memory per chip: args + temp = total (GiB of HBM) "
         "| FLOPs per chip | collectives per chip (GiB): all-gather / reduce-scatter / all-reduce / all-to-all / permute "
-        "| modelled: compute s, ICI s | step s | expected MFU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| modelled: compute s, HBM s, ops s, ICI s | step s | bound | expected MFU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in reports:
         if "missing" in r:
             lines.append(f"| {r['config']} | {r['topology']} | not compiled yet (run without --render_only) |"
-                         + " |" * 8)
+                         + " |" * 9)
             continue
         if "error" in r:
             lines.append(f"| {r['config']} | {r['topology']} | does not compile: {r['error'][:200]} |"
-                         + " |" * 8)
+                         + " |" * 9)
             continue
         m, c, t = r["memory_per_chip"], r["collective_bytes_per_step_per_chip"], r["modelled"]
         mesh = " x ".join(str(r["mesh"][k]) for k in ("data", "fsdp", "tensor"))
@@ -91,7 +91,20 @@ def render(reports: list[dict]) -> str:
             f"| {_gib(m['argument'])} + {_gib(m['temp'])} = {_gib(m['total'])} ({r['hbm_per_chip'] / GiB:.0f}) "
             f"| {r['flops_per_step_per_chip']:.3e} "
             f"| {' / '.join(_gib(c[k]) for k in ('all-gather', 'reduce-scatter', 'all-reduce', 'all-to-all', 'collective-permute'))} "
-            f"| {t['compute_s']:.2f}, {t['ici_s']:.2f} | {t['step_s']:.2f} | {t['mfu']:.0%} |")
+            f"| {t['compute_s']:.2f}, {t['hbm_s']:.2f}, {t['ops_s']:.2f}, {t['ici_s']:.2f} | {t['step_s']:.2f} "
+            f"| {t['bound']} | {t['mfu']:.0%} |")
+    lines += ["", "The three costliest ops of each modelled step (`modelled.costliest_ops` in the report: op, its",
+              "seconds per step, and what bounds it at the chip's figures):", "",
+              "| config | slice | costliest ops: kind (s per step, bound) |", "|---|---|---|"]
+    for r in reports:
+        if "modelled" not in r or "costliest_ops" not in r["modelled"]:
+            continue
+        t = r["modelled"]
+        tops = []
+        for o in t["costliest_ops"][:3]:
+            mem = o["bytes"] / t["hbm_bytes_per_s_per_chip"] > o["flops"] / t["peak_flops_per_chip"]
+            tops.append(f"{o['op']} x {o['runs']} ({o['s_per_step']:.3f} s, {'HBM' if mem else 'compute'})")
+        lines.append(f"| {r['config']} | {r['topology']} | {'; '.join(tops)} |")
     lines += [
         "",
         "How the columns are computed:",
@@ -122,23 +135,34 @@ def render(reports: list[dict]) -> str:
         "- on v5p XLA writes each FSDP weight all-gather as an all-reduce of a zero-padded buffer",
         "  (`all-reduce(dynamic-update-slice(...))` in the HLO): there the all-gather column is 0 and the",
         "  all-reduce column carries both (27B: 794 GiB per step either way), charged at all-reduce cost.",
-        "- modelled step = max(compute, ICI), i.e. perfect overlap: compute = FLOPs per chip / peak bf16 FLOP/s;",
-        "  ICI = sum over collectives of bytes x (n-1)/n (x2 for all-reduce) / per-chip ICI bandwidth, one direction.",
+        "- compute s = FLOPs per chip / peak bf16 FLOP/s; HBM s = the bytes every op reads and writes per step",
+        "  / HBM bandwidth (`hlo_costs.op_costs`: each op of the optimised HLO, a fusion as one op, its operands",
+        "  read once and its output written once; an operand a fusion only slices costs its slices, an in-place",
+        "  dynamic-update-slice its update; loop bodies counted once per trip. Without loops the sum equals XLA's",
+        "  own `bytes accessed`, tested in `tests/train/test_compile_only.py`).",
+        "- ops s = the sum over ops of max(the op's matmul FLOPs / peak, its bytes / HBM bandwidth): the",
+        "  assumption is that an op's compute and its memory traffic overlap, and ops run one after another.",
+        "  ICI s = sum over collectives of bytes x (n-1)/n (x2 for all-reduce) / per-chip ICI bandwidth, one",
+        "  direction; collectives are assumed to overlap fully with the ops (TPU runs them asynchronously).",
+        "- modelled step = max(ops s, ICI s); bound = ICI if ICI s is the larger, else HBM if HBM-bound ops",
+        "  take more than half of ops s, else compute. The report lists the five costliest ops.",
         "- expected MFU = model FLOPs (6 x matmul params x tokens + attention, no remat or grad-cache recompute)",
-        "  / (modelled step x peak x chips). It is an upper bound: HBM bandwidth, kernel efficiency and",
-        "  imperfect overlap are not modelled.",
+        "  / (modelled step x peak x chips). Still an upper bound: kernels below peak FLOP/s or bandwidth and",
+        "  exposed collectives are not modelled.",
         "",
         "Chip figures (`gemini_embed/train/compile_only.py: CHIPS`), from the Google Cloud TPU documentation:",
         "",
-        "| chip | peak bf16 | HBM | ICI used here (one direction) | source |",
-        "|---|---|---|---|---|",
+        "| chip | peak bf16 | HBM | HBM bandwidth | ICI used here (one direction) | source |",
+        "|---|---|---|---|---|---|",
     ]
-    src = {"v5e": "cloud.google.com/tpu/docs/v5e: 197 TFLOPs, 16 GB, ICI 1600 Gbps (400 GBps bidirectional)",
-           "v5p": "cloud.google.com/tpu/docs/v5p: 459 TFLOPs, 95 GiB, ICI 4800 Gbps (1200 GBps bidirectional)",
-           "v4": "cloud.google.com/tpu/docs/v4: 275 TFLOPs, 32 GiB; ICI not on that page: 2400 Gbps assumed"}
+    src = {"v5e": "cloud.google.com/tpu/docs/v5e: 197 TFLOPs, 16 GB, 819 GBps, ICI 1600 Gbps (400 GBps bidirectional)",
+           "v5p": "cloud.google.com/tpu/docs/v5p: 459 TFLOPs, 95 GiB, 2765 GBps, ICI 4800 Gbps (1200 GBps "
+                  "bidirectional)",
+           "v4": "cloud.google.com/tpu/docs/v4: 275 TFLOPs, 32 GiB, 1200 GBps; ICI not on that page: 2400 Gbps "
+                 "assumed"}
     for gen, chip in CHIPS.items():
         lines.append(f"| {chip.name} | {chip.peak_flops / 1e12:.0f} TFLOP/s | {chip.hbm_bytes / GiB:.0f} GiB "
-                     f"| {chip.ici_bytes_per_s / 1e9:.0f} GB/s | {src[gen]} |")
+                     f"| {chip.hbm_bytes_per_s / 1e9:.0f} GB/s | {chip.ici_bytes_per_s / 1e9:.0f} GB/s | {src[gen]} |")
     lines += [
         "",
         "## The in-batch negatives cost a gather of embeddings, not activations",

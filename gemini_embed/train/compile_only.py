@@ -26,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from gemini_embed import sharding
-from gemini_embed.model.embedding_model import EmbeddingModel
 from gemini_embed.pretrained import architecture
 from gemini_embed.train import hlo_costs, setup
 from gemini_embed.train.state import with_shardings
@@ -111,25 +110,6 @@ def _mesh(c, devices):
     return mesh
 
 
-def model_flops_per_step(model_cfg, sequences: int, seq_len: int) -> float:
-    """Useful FLOPs of one step (the MFU numerator): 6 x matmul params x tokens (forward and
-    backward; the projection once per sequence) plus attention scores and mixing, 12 x layers x L
-    x heads x head_dim per token. Remat and the gradient cache's first pass are not counted."""
-    enc = model_cfg.encoder
-    abstract = nn.meta.unbox(jax.eval_shape(EmbeddingModel(model_cfg).init, jax.random.key(0),
-                                            jnp.zeros((1, 8), jnp.int32), jnp.ones((1, 8), bool)))
-    per_token = per_sequence = 0
-    for path, x in jax.tree_util.tree_leaves_with_path(abstract):
-        name = jax.tree_util.keystr(path)
-        if "kernel" in name:  # dense weights (stacked ones too); embeddings are a lookup, norms no matmul
-            n = int(np.prod(x.shape))
-            per_sequence, per_token = (per_sequence + n, per_token) if "projection" in name else (per_sequence,
-                                                                                                    per_token + n)
-    attn = 12 * getattr(enc, "num_layers", 0) * seq_len * getattr(enc, "num_heads", 0) * getattr(enc, "head_dim", 0)
-    tokens = sequences * seq_len
-    return float(6 * per_token * tokens + attn * tokens + 6 * per_sequence * sequences)
-
-
 def _negatives_collectives(colls, global_batch: int, dims) -> list[dict]:
     """The collectives that bring the global batch's [global_batch, d] embeddings (d = the output
     dim or an MRL prefix) to every chip for the loss: an all-gather for the similarity einsum
@@ -211,7 +191,7 @@ def compile_report(c, topology: str, hbm_gib: float | None = None) -> dict:
     flops_xla = float(cost.get("flops", 0.0))
     flops = flops_xla + hlo_costs.loop_extra_flops(comps)  # per chip, loops counted trip-count times
     by_kind = {k: sum(x.bytes_per_step for x in colls if x.kind == k) for k in hlo_costs.COLLECTIVES}
-    useful = model_flops_per_step(model_cfg, b, lq) + model_flops_per_step(model_cfg, b * (1 + k), lp)
+    useful = setup.model_flops_per_step(model_cfg, b, lq) + setup.model_flops_per_step(model_cfg, b * (1 + k), lp)
     report = {
         "topology": topology, "chips": len(devices), "chip": chip.name if chip else "cpu",
         "model": c.model.name, "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract.params))),

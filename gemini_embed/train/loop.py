@@ -26,22 +26,24 @@ from gemini_embed.train.step import compile_train_step
 log = logging.getLogger("gemini_embed.train")
 
 
-def measured_peak_flops(n: int = 1024, reps: int = 20) -> float:
-    """FLOP/s of float32 matmuls on all local devices at once (best of `reps`): the machine's
-    practical peak, the denominator of MFU. Simulated CPU devices share the cores, as they should.
-    Best of 20: on the 2-core VM single 1024^3 timings vary 2x (best of 5 gave 78-127 GFLOP/s idle,
-    best of 20 gives 159-174), and a low peak would overstate MFU."""
+def measured_peak_flops(sizes=(1024, 2048), reps: int = 10) -> float:
+    """FLOP/s of float32 matmuls on all local devices at once, the best over `sizes` (n x n x n) and
+    `reps` timings each: the machine's practical peak, the denominator of MFU, measured the same way
+    in every run and written to every metrics row. Simulated CPU devices share the cores, as they
+    should. Best of many: on the 2-core VM single 1024^3 timings vary 2x, and a low peak would
+    overstate MFU."""
     devices = jax.local_devices()
     mesh = sharding.make_mesh(devices=devices)
-    x = jax.device_put(jnp.ones((len(devices), n, n), jnp.float32), sharding.batch_sharding(mesh, 3))
     f = jax.jit(lambda a: a @ a)
-    f(x).block_until_ready()
-    best = float("inf")
-    for _ in range(reps):
-        t = time.perf_counter()
+    best = 0.0
+    for n in sizes:
+        x = jax.device_put(jnp.ones((len(devices), n, n), jnp.float32), sharding.batch_sharding(mesh, 3))
         f(x).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 * len(devices) / best
+        for _ in range(reps):
+            t = time.perf_counter()
+            f(x).block_until_ready()
+            best = max(best, 2 * n ** 3 * len(devices) / (time.perf_counter() - t))
+    return best
 
 
 class MetricsWriter:
@@ -168,6 +170,11 @@ def train(config, workdir: str) -> dict:
     lowered = run.lower()
     compiled, memory = compile_train_step(lowered)
     flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
+    # Useful FLOPs of a full step (6 x matmul params x tokens + attention, no padding, remat or
+    # recompute): scaled by the non-padding share of each logged interval, the numerator of MFU.
+    useful = (setup.model_flops_per_step(pretrained.config, c.train.global_batch_size, c.data.query_len)
+              + setup.model_flops_per_step(pretrained.config, c.train.global_batch_size * (1 + run.num_negatives),
+                                     c.data.positive_len))
     if lead:
         print(f"compiled train step: {flops / 1e9:.1f} GFLOP/step; memory per device "
               + ", ".join(f"{k} {v / 2**20:.1f} MiB" for k, v in memory.items())
@@ -203,12 +210,14 @@ def train(config, workdir: str) -> dict:
         if step % c.train.log_every == 0 or step == c.train.steps:
             m = {k2: float(v) for k2, v in jax.device_get(metrics).items()}
             dt = (time.perf_counter() - t_last) / n_since
+            real = real_since / n_since / tokens_per_step  # the non-padding share of the computed tokens
             row = {"step": step, "loss": m["loss"], "in_batch_accuracy": m["in_batch_accuracy"],
                    "learning_rate": m["learning_rate"], "grad_norm": m["grad_norm"],
                    "temperature": m["temperature"], "skipped_total": int(m["skipped_total"]),
-                   "examples_per_sec": c.train.global_batch_size / dt, "tokens_per_sec": tokens_per_step / dt,
-                   "real_tokens_per_sec": real_since / n_since / dt, "padding": 1 - real_since / n_since / tokens_per_step,
-                   "mfu": flops / dt / peak if peak else 0.0, "source": source}
+                   "examples_per_sec": c.train.global_batch_size / dt, "tokens_per_sec": real * tokens_per_step / dt,
+                   "padded_tokens_per_sec": tokens_per_step / dt, "padding": 1 - real,
+                   "mfu": real * useful / dt / peak if peak else 0.0,
+                   "mfu_padded": flops / dt / peak if peak else 0.0, "peak_flops": peak, "source": source}
             writer.write(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['in_batch_accuracy']:.3f}")
             if lead:

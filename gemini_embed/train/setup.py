@@ -12,6 +12,10 @@ import dataclasses
 import hashlib
 from typing import Any
 
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh
 
 from gemini_embed.data import builders, pipeline
@@ -72,3 +76,22 @@ def build(c, model_config: EmbeddingModelConfig, mesh: Mesh) -> Run:
     spec = batch_spec(mesh, c.train.global_batch_size, c.data.query_len, c.data.positive_len,
                       num_negatives=k, negative_len=c.data.positive_len, scores=scored)
     return Run(model, optim, loss, mesh, shardings, abstract, step_fn, spec, k, scored)
+
+
+def model_flops_per_step(model_cfg, sequences: int, seq_len: int) -> float:
+    """Useful FLOPs of one step (the MFU numerator): 6 x matmul params x tokens (forward and
+    backward; the projection once per sequence) plus attention scores and mixing, 12 x layers x L
+    x heads x head_dim per token. Remat and the gradient cache's first pass are not counted."""
+    enc = model_cfg.encoder
+    abstract = nn.meta.unbox(jax.eval_shape(EmbeddingModel(model_cfg).init, jax.random.key(0),
+                                            jnp.zeros((1, 8), jnp.int32), jnp.ones((1, 8), bool)))
+    per_token = per_sequence = 0
+    for path, x in jax.tree_util.tree_leaves_with_path(abstract):
+        name = jax.tree_util.keystr(path)
+        if "kernel" in name:  # dense weights (stacked ones too); embeddings are a lookup, norms no matmul
+            n = int(np.prod(x.shape))
+            per_sequence, per_token = (per_sequence + n, per_token) if "projection" in name else (per_sequence,
+                                                                                                    per_token + n)
+    attn = 12 * getattr(enc, "num_layers", 0) * seq_len * getattr(enc, "num_heads", 0) * getattr(enc, "head_dim", 0)
+    tokens = sequences * seq_len
+    return float(6 * per_token * tokens + attn * tokens + 6 * per_sequence * sequences)

@@ -73,6 +73,10 @@ def test_sigkill_and_resume_is_bit_identical(tmp_path):
     a, b = _metrics(killed), _metrics(tmp_path / "straight")
     assert [r["step"] for r in a] == list(range(1, 9))  # every step exactly once
     assert [r["loss"] for r in a] == [r["loss"] for r in b]
+    for r in b:  # throughput and MFU count non-padding tokens; the padded figures come beside them
+        assert 0 <= r["padding"] < 1 and r["peak_flops"] == b[0]["peak_flops"] > 0
+        assert r["tokens_per_sec"] == pytest.approx((1 - r["padding"]) * r["padded_tokens_per_sec"])
+        assert r["mfu"] > 0 and r["mfu_padded"] > 0
     pa, _ = _final_params(killed)
     pb, config = _final_params(tmp_path / "straight")
     assert config["model"]["name"] == "gemma3-tiny"

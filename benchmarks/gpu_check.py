@@ -146,63 +146,6 @@ def _embed_ours(model, texts, batch_size):
     return np.asarray(model.embed(texts, batch_size=batch_size))
 
 
-def matmul_peak(n: int, dtype) -> float:
-    import jax
-    import jax.numpy as jnp
-
-    x = jnp.ones((n, n), dtype)
-    f = jax.jit(lambda a: a @ a)
-    f(x).block_until_ready()
-    best = float("inf")
-    for _ in range(10):
-        t = time.perf_counter()
-        f(x).block_until_ready()
-        best = min(best, time.perf_counter() - t)
-    return 2 * n ** 3 / best
-
-
-def train_step(model_name: str, batch: int, query_len: int, doc_len: int, steps: int, peak_n: int) -> dict:
-    import jax
-    import jax.numpy as jnp
-
-    from experiments import tiny
-    from gemini_embed import sharding
-    from gemini_embed.pretrained import architecture
-    from gemini_embed.train import setup, state as state_lib
-
-    c = tiny.get_config()
-    c.model.name = model_name
-    c.data.sources, c.data.num_negatives = "squad-train", 0  # names the batch layout only: no data is read
-    c.data.query_len, c.data.positive_len = query_len, doc_len
-    c.train.global_batch_size, c.train.steps = batch, 1000
-    cfg = architecture(model_name, dtype="bfloat16")
-    run = setup.build(c, cfg, sharding.make_mesh(devices=jax.local_devices()))
-    state = state_lib.init_train_state(run.model, run.optim, run.loss, jax.random.key(0), shardings=run.shardings)
-    rng = np.random.default_rng(0)
-
-    def fill(s):
-        if s.dtype == jnp.bool_:
-            return jax.device_put(np.ones(s.shape, bool), s.sharding)
-        if jnp.issubdtype(s.dtype, jnp.integer):
-            return jax.device_put(rng.integers(1, 1000, s.shape).astype(s.dtype), s.sharding)
-        return jax.device_put(rng.random(s.shape).astype(s.dtype), s.sharding)
-
-    data = jax.tree.map(fill, run.batch)
-    compiled = run.step_fn.lower(state, data).compile()
-    state, metrics = compiled(state, data)
-    jax.block_until_ready(metrics)
-    t = time.perf_counter()
-    for _ in range(steps):
-        state, metrics = compiled(state, data)
-    jax.block_until_ready(metrics)
-    dt = (time.perf_counter() - t) / steps
-    useful = setup.model_flops_per_step(cfg, batch, query_len) + setup.model_flops_per_step(cfg, batch, doc_len)
-    peak = matmul_peak(peak_n, jnp.bfloat16) * len(jax.local_devices())
-    return {"part": "train_step", "model": model_name, "dtype": "bfloat16", "global_batch": batch,
-            "tokens": [query_len, doc_len], "s_per_step": dt, "useful_flops_per_step": useful,
-            "bf16_matmul_peak": peak, "mfu": useful / dt / peak, "loss": float(metrics["loss"])}
-
-
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(ROOT / "runs" / "gpu"))
@@ -211,6 +154,8 @@ def main(argv=None) -> list[dict]:
     sys.path.insert(0, str(ROOT))
     import jax
     import torch
+
+    import train_step_timing  # beside this script
 
     torch_device = "cuda" if torch.cuda.is_available() else "cpu"
     info = {"part": "devices", "jax": [d.device_kind for d in jax.local_devices()], "jax_backend": jax.default_backend(),
@@ -223,8 +168,9 @@ def main(argv=None) -> list[dict]:
     print(json.dumps(info), flush=True)
     for part in (lambda: [parity(torch_device, 10 if small else 200, 2 if small else 10)],
                  lambda: throughput(torch_device, 16 if small else 1000, 4 if small else 256, 8 if small else 64),
-                 lambda: [train_step("gemma3-tiny" if small else "gemma3-1b", 8 if small else 64, 16 if small else 64,
-                                     32 if small else 256, 2 if small else 10, 512 if small else 8192)]):
+                 lambda: [train_step_timing.run("gemma3-tiny" if small else "gemma3-1b", "bfloat16", 8 if small else 64,
+                                                16 if small else 64, 32 if small else 256, 2 if small else 10,
+                                                peak_sizes=(512,) if small else (8192,))]):
         for row in part():
             rows.append(row)
             print(json.dumps(row), flush=True)

@@ -45,7 +45,24 @@ def compile_one(config: str, topology: str, out: pathlib.Path, reuse: bool, rend
         if p.returncode:
             print(p.stderr[-2000:], file=sys.stderr)
             return {"error": (p.stdout + p.stderr).strip().splitlines()[-1], "config": config, "topology": topology}
-    return json.loads(report.read_text()) | {"config": config}
+    return remodel(json.loads(report.read_text()), out / "train_step.hlo.txt") | {"config": config}
+
+
+def remodel(report: dict, hlo: pathlib.Path) -> dict:
+    """The report's modelled step recomputed from its saved optimised HLO with the current model
+    (`compile_only.modelled_step`), so reused reports and fresh ones agree. No compile."""
+    from gemini_embed.train import compile_only, hlo_costs
+
+    gen = report.get("topology", "").split(":")[0]
+    if gen not in compile_only.CHIPS or not hlo.exists():
+        return report
+    comps = hlo_costs.parse(hlo.read_text())
+    counts, _ = hlo_costs.run_counts(comps)
+    colls = hlo_costs.collectives(comps, counts, report["chips"])
+    report["modelled"] = compile_only.modelled_step(comps, counts, colls, report["flops_per_step_per_chip"],
+                                                    report["model_flops_per_step"], compile_only.CHIPS[gen],
+                                                    report["chips"])
+    return report
 
 
 def _gib(x: float) -> str:

@@ -16,7 +16,7 @@ from collections import defaultdict
 COLLECTIVES = ("all-gather", "reduce-scatter", "all-reduce", "all-to-all", "collective-permute")
 _DTYPE_BYTES = {"pred": 1, "s8": 1, "u8": 1, "f8e4m3fn": 1, "f8e5m2": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2,
                 "s32": 4, "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}
-_ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\]")
+_ARRAY = re.compile(r"\b([a-z][a-z0-9]*)\[([0-9,]*)\](?:\{([^}]*)\})?")
 _HEADER = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) \(.*\) -> .*\{$")
 _INSTR = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = ")
 _CALLS = re.compile(r"\b(calls|body|condition|to_apply)=%?([\w.\-]+)")
@@ -27,6 +27,7 @@ _BRANCHES = re.compile(r"\b(?:branch_computations|called_computations)=\{([^}]*)
 class Array:
     dtype: str
     dims: tuple[int, ...]
+    space: int = 0  # memory space from the layout's S(n): 0 device memory (HBM); TPU's 1 VMEM, 2 SMEM
 
     @property
     def bytes(self) -> int:
@@ -74,7 +75,11 @@ def _split_shape(text: str) -> tuple[str, str]:
 
 
 def _arrays(shape_text: str) -> list[Array]:
-    return [Array(t, tuple(int(d) for d in dims.split(",") if d)) for t, dims in _ARRAY.findall(shape_text)]
+    out = []
+    for t, dims, layout in _ARRAY.findall(shape_text):
+        space = re.search(r"S\((\d+)\)", layout)
+        out.append(Array(t, tuple(int(d) for d in dims.split(",") if d), int(space.group(1)) if space else 0))
+    return out
 
 
 def _operands(text: str) -> tuple[str, str]:
@@ -268,7 +273,9 @@ class OpCost:
 
 
 def _nbytes(arrays: list[Array]) -> int:
-    return sum(a.bytes for a in arrays)
+    """Bytes in device memory (HBM): arrays that TPU's memory-space assignment placed on-chip
+    (VMEM, SMEM) move no HBM traffic."""
+    return sum(a.bytes for a in arrays if a.space == 0)
 
 
 def _nested(comps) -> set[str]:
@@ -282,15 +289,13 @@ def _nested(comps) -> set[str]:
     return out
 
 
-def _moves_no_data(ins: Instr, comps) -> bool:
+def _moves_no_data(ins: Instr) -> bool:
+    """Aliases, control flow and collectives. TPU's async collective fusions stay: they hold
+    matmuls and write their results to HBM like any fusion (their ICI bytes count apart)."""
     base = ins.op.removesuffix("-start").removesuffix("-done")
-    if ins.op in _NO_TRAFFIC or base in COLLECTIVES or ins.op.startswith("async-") or ins.op.endswith("-done"):
+    if ins.op in _NO_TRAFFIC or base in COLLECTIVES or ins.op.endswith("-done"):
         return True
-    if base in ("send", "recv"):
-        return True
-    callee = re.search(r"\bcalls=%?([\w.\-]+)", ins.attrs)  # TPU's async collective fusions: ICI, not HBM
-    return bool(callee and callee.group(1) in comps
-                and any(i.op.removesuffix("-start") in COLLECTIVES for i in comps[callee.group(1)].values()))
+    return base in ("send", "recv")
 
 
 def _fusion_bytes(ins: Instr, instrs: dict[str, Instr], body: dict[str, Instr]) -> int:
@@ -340,7 +345,7 @@ def op_costs(comps, counts) -> list[OpCost]:
         if cname == "__entry__" or cname in nested or not counts.get(cname):
             continue
         for ins in instrs.values():
-            if _moves_no_data(ins, comps):
+            if _moves_no_data(ins):
                 continue
             flops, op = _matmul_flops(ins, instrs), ins.op
             if ins.op == "fusion":
@@ -352,6 +357,12 @@ def op_costs(comps, counts) -> list[OpCost]:
                     nbytes = _nbytes(ins.shape) + sum(_nbytes(instrs[o].shape) for o in ins.operands if o in instrs)
             elif ins.op in _SLICING:
                 nbytes = 2 * _nbytes(ins.shape)
+            elif ins.op == "copy-start":  # TPU's async copies between HBM and VMEM: (source, destination, context)
+                nbytes = _nbytes(ins.shape[:2])
+            elif ins.op == "slice-start":  # ((source), slice destination, context): reads the slice
+                nbytes = ins.shape[-2].bytes + _nbytes(ins.shape[-2:-1])
+            elif ins.op.endswith("-start"):  # an async call (TPU's SparseCore scatter): (operands, output, context)
+                nbytes = _nbytes(ins.shape)
             elif ins.op == "dynamic-update-slice" and len(ins.operands) > 1 and ins.operands[1] in instrs:
                 nbytes = 2 * _nbytes(instrs[ins.operands[1]].shape)
             else:

@@ -150,6 +150,24 @@ def test_hbm_bytes_equal_xla_cost_analysis_and_count_loop_trips():
     assert [(o.bytes, o.runs) for o in weight_reads] == [(2 * 256 * 256 * 4 + 4, 6)]
 
 
+# TPU's memory-space assignment (trimmed): an async copy of an HBM array into VMEM (S(1)), read there.
+_VMEM_COPY = """\
+ENTRY %main (x: f32[256,128]) -> f32[256,128] {
+  %x = f32[256,128]{1,0:T(8,128)} parameter(0)
+  %cs = (f32[256,128]{1,0:T(8,128)}, f32[256,128]{1,0:T(8,128)S(1)}, u32[]{:S(2)}) copy-start(%x)
+  %cd = f32[256,128]{1,0:T(8,128)S(1)} copy-done(%cs)
+  ROOT %n = f32[256,128]{1,0:T(8,128)} negate(%cd)
+}
+"""
+
+
+def test_on_chip_memory_moves_no_hbm_bytes():
+    comps = hlo_costs.parse(_VMEM_COPY)
+    ops = {o.name: o.bytes for o in hlo_costs.op_costs(comps, hlo_costs.run_counts(comps)[0])}
+    # the copy reads HBM and writes VMEM; negate reads VMEM and writes HBM; copy-done moves nothing
+    assert ops == {"cs": 256 * 128 * 4, "n": 256 * 128 * 4}
+
+
 # The shape of TPU's async collective fusion (from the 27B pod HLO, trimmed): one all-gather split
 # into steps, each fusion holding a clone with the same channel_id. It moves the array once.
 _STEPPED_GATHER = """\

@@ -1,6 +1,7 @@
-"""The memory allocator under XLA:CPU, A/B in one run: glibc malloc vs tcmalloc (LD_PRELOAD).
+"""The memory allocator under XLA:CPU, A/B in one run: glibc malloc vs tcmalloc (LD_PRELOAD), and
+optionally jemalloc and glibc's huge-page tunable.
 
-    python benchmarks/allocator_ab.py [--workloads train,embed] [--repeats 2]
+    python benchmarks/allocator_ab.py [--workloads train,embed] [--allocators glibc,tcmalloc] [--repeats 2]
 
 Why: XLA:CPU allocates each call's temporaries afresh (the Gemma 3 270M train step of 16 x (32 +
 128) tokens: 5.5 GiB), and glibc serves blocks that large with mmap and returns them with munmap,
@@ -11,7 +12,7 @@ Workloads, each in a fresh process per allocator, alternating: `train` (train_st
 Gemma 3 270M in float32, random init, 16 x (32 + 128) tokens, 4 timed steps) and `embed` (Gemma 3
 270M, 64 SciFact abstracts at 256 tokens, batch 64, two timed calls after one warm-up). Prints one
 JSON line per run (the workload's own seconds, and the process's user and system CPU seconds and
-minor page faults) and the ratio glibc / tcmalloc of the workload's seconds.
+minor page faults) and, per workload, each allocator's speedup over glibc (best of the repeats).
 """
 from __future__ import annotations
 
@@ -25,7 +26,13 @@ import sys
 import time
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TCMALLOC = "/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4"  # Debian: apt-get install libtcmalloc-minimal4
+LIB = "/usr/lib/x86_64-linux-gnu"
+ALLOCATORS = {  # name -> environment; Debian packages libtcmalloc-minimal4 and libjemalloc2
+    "glibc": {},
+    "tcmalloc": {"LD_PRELOAD": f"{LIB}/libtcmalloc_minimal.so.4"},
+    "jemalloc": {"LD_PRELOAD": f"{LIB}/libjemalloc.so.2"},
+    "glibc-hugetlb": {"GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"},
+}
 
 
 def _embed_seconds() -> float:
@@ -53,9 +60,7 @@ def _child(workload: str) -> None:
 
 
 def _measure(workload: str, allocator: str) -> dict:
-    env = dict(os.environ)
-    if allocator == "tcmalloc":
-        env["LD_PRELOAD"] = TCMALLOC
+    env = dict(os.environ, **ALLOCATORS[allocator])
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     p = subprocess.run([sys.executable, __file__, "--child", workload], env=env, capture_output=True, text=True)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -70,23 +75,27 @@ def _measure(workload: str, allocator: str) -> dict:
 def main(argv=None) -> list[dict]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--workloads", default="train,embed")
+    ap.add_argument("--allocators", default="glibc,tcmalloc", help=f"of {', '.join(ALLOCATORS)}")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
         return _child(args.child)
-    if not os.path.exists(TCMALLOC):
-        raise SystemExit(f"{TCMALLOC} not found: apt-get install libtcmalloc-minimal4")
+    allocators = args.allocators.split(",")
+    for name in allocators:
+        lib = ALLOCATORS[name].get("LD_PRELOAD")
+        if lib and not os.path.exists(lib):
+            raise SystemExit(f"{name}: {lib} not found (apt-get install libtcmalloc-minimal4 libjemalloc2)")
     rows = []
     for workload in args.workloads.split(","):
         for _ in range(args.repeats):
-            for allocator in ("glibc", "tcmalloc"):
+            for allocator in allocators:
                 rows.append(_measure(workload, allocator))
                 print(json.dumps(rows[-1]), flush=True)
         best = {a: min(r["seconds"] for r in rows if r["workload"] == workload and r["allocator"] == a)
-                for a in ("glibc", "tcmalloc")}
+                for a in allocators}
         print(json.dumps({"workload": workload, "best_seconds": best,
-                          "speedup_tcmalloc": best["glibc"] / best["tcmalloc"]}), flush=True)
+                          "speedup_over_glibc": {a: best["glibc"] / t for a, t in best.items()}}), flush=True)
     return rows
 
 

@@ -281,10 +281,10 @@ def _nbytes(arrays: list[Array]) -> int:
 def _nested(comps) -> set[str]:
     """Computations that run inside an op (fusion bodies, reducers, async wrappers), not as ops of their own."""
     out = set()
-    for name, instrs in comps.items():
+    for instrs in comps.values():
         for ins in instrs.values():
             for kind, callee in _CALLS.findall(ins.attrs):
-                if (kind == "calls" and ins.op != "call") or (kind == "to_apply" and ins.op != "call"):
+                if kind in ("calls", "to_apply") and ins.op != "call":
                     out.add(callee)
     return out
 

@@ -13,7 +13,10 @@ Stages (train-only data; docs/recipe.md has the measured table):
                 (contradiction = hard negative), Twitter URL paraphrases (headline non-paraphrase = hard negative)
   ft_mixed      from prefinetune: STS Benchmark train (CoSENT), SQuAD questions, docstring -> code, Twitter URL
 The third run's settings (docs/recipe.md) are overrides of ft_sentences: rates 4,1,1, 360 steps,
-lr 5e-5, optim.frozen=embedder (worse on the test split).
+lr 5e-5, optim.frozen=embedder (worse on the test split). Outside the driver, for the STS12-16 goal
+(no STS Benchmark data, so those tasks stay unseen), each from prefinetune:
+  ft_nli          SNLI dev triplets + Twitter URL paraphrases (2:1), 360 steps (the fifth run)
+  ft_nli_distill  the same plus distillation of all-MiniLM-L6-v2's in-batch similarities (the sixth run)
 """
 import ml_collections
 
@@ -51,11 +54,17 @@ def get_config(stage: str = "prefinetune") -> ml_collections.ConfigDict:
         c.data.sources, c.data.rates = "stsb-scored-train,snli-triplets-validation,twitter-url-train", "3,2,1"
         c.data.query_len, c.data.positive_len, c.data.num_negatives = 32, 32, 1
         c.train.steps, c.optim.lr = 120, 3e-5
+    elif stage in ("ft_nli", "ft_nli_distill"):  # no STS Benchmark data: STS12-16 stay unseen (fifth run)
+        c.data.sources, c.data.rates = "snli-triplets-validation,twitter-url-train", "2,1"
+        c.data.query_len, c.data.positive_len, c.data.num_negatives = 32, 32, 1
+        c.train.steps, c.optim.lr = 360, 3e-5
+        if stage == "ft_nli_distill":  # plus all-MiniLM-L6-v2's in-batch similarities (sixth run)
+            c.loss.distill_weight = 1.0
     elif stage == "ft_mixed":
         c.data.sources, c.data.rates = "stsb-scored-train,squad-train,code-docstring-train,twitter-url-train", "2,1,1,1"
         c.data.query_len, c.data.positive_len = 32, 96
         c.train.steps, c.optim.lr = 60, 3e-5
     else:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    c.checkpoint.every = 20
+    c.checkpoint.every = 120 if stage.startswith("ft_nli") else 20
     return c

@@ -26,7 +26,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.optim = ml_collections.ConfigDict({"lr": 1e-3, "warmup_steps": 5, "decay": "cosine", "weight_decay": 0.01,
                                          "clip_norm": 1.0, "frozen": ()})
     c.loss = ml_collections.ConfigDict({"temperature": 0.05, "learn_temperature": False, "mrl_dims": (16, 32),
-                                       "cosent_temperature": 0.05})
+                                       "cosent_temperature": 0.05,
+                                       # > 0: distil the teacher's in-batch similarities (docs/recipe.md)
+                                       "distill_weight": 0.0, "distill_teacher": "all-minilm-l6-v2",
+                                       "distill_temperature": 0.05})
     c.checkpoint = ml_collections.ConfigDict({"every": 10, "keep": 3})
     c.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})
     c.eval = ml_collections.ConfigDict({"tasks": ""})

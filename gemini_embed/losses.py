@@ -1,5 +1,6 @@
 """Contrastive losses: NCE with in-batch negatives, its Matryoshka (MRL) sum, a spread-out
-regulariser, and CoSENT for pairs with graded similarity scores.
+regulariser, CoSENT for pairs with graded similarity scores, and distillation of a teacher's
+in-batch similarities.
 
 Axes: B = global batch, K = hard negatives per row, D = embedding dim, C = B + K candidates per row.
 
@@ -242,4 +243,60 @@ def mrl_cosent_loss(query: Array, positive: Array, scores: Array, *, dims: Seque
     if len(weights) != len(dims):
         raise ValueError(f"one weight per dim: dims={list(dims)} weights={weights}")
     return sum(float(w) * cosent_loss(query[..., :k], positive[..., :k], scores, temperature=temperature)
+               for k, w in zip(dims, weights))
+
+
+def _score_rows(query, positive, negatives, negatives_mask, temperature):
+    """[B, B + K] logits s(q_i, candidate) / tau over the in-batch positives then row i's own hard
+    negatives (absent ones -inf), on L2-normalised inputs."""
+    q, p = l2_normalize(jnp.asarray(query)), l2_normalize(jnp.asarray(positive))
+    s = jnp.einsum("id,jd->ij", q, p, precision=_PRECISION)                # [B, B]
+    if negatives is not None:
+        n = l2_normalize(jnp.asarray(negatives))                           # [B, K, D]
+        sn = jnp.einsum("id,ikd->ik", q, n, precision=_PRECISION)          # [B, K]
+        if negatives_mask is not None:
+            sn = jnp.where(jnp.asarray(negatives_mask, bool), sn, -jnp.inf)
+        s = jnp.concatenate([s, sn], axis=1)
+    return s / temperature
+
+
+def distill_loss(query: Array, positive: Array, negatives: Array | None, teacher_query: Array,
+                 teacher_positive: Array, teacher_negatives: Array | None = None, *, temperature: float | Array,
+                 teacher_temperature: float, negatives_mask: Array | None = None) -> Array:
+    """Embedding distillation through the in-batch similarity matrix (EmbeddingGemma distils a
+    teacher's embeddings; where student and teacher dims differ, their similarities are what can
+    be matched):
+
+        L = 1/B sum_i KL( softmax_c(t_ic / tau_t) || softmax_c(s_ic / tau) )
+
+    over row i's candidates c: every in-batch positive, then its own hard negatives (absent ones
+    drop out of both distributions), s the student's cosines, t the teacher's. The teacher's graded
+    similarities reach pairs that NCE only calls "negative". query, positive: [B, D]; negatives
+    [B, K, D]; teacher_*: the same rows at the teacher's dim [.., Dt], held constant.
+    """
+    if teacher_query.shape[0] != query.shape[0] or teacher_positive.shape != teacher_query.shape:
+        raise ValueError(f"teacher rows must match the batch: query {query.shape}, teacher query "
+                         f"{teacher_query.shape}, teacher positive {teacher_positive.shape}")
+    if (negatives is None) != (teacher_negatives is None):
+        raise ValueError("negatives and teacher_negatives must be given together")
+    _check(query, positive, negatives, None, None, negatives_mask)
+    student = jax.nn.log_softmax(_score_rows(query, positive, negatives, negatives_mask, temperature), axis=1)
+    teacher = jax.lax.stop_gradient(jax.nn.log_softmax(
+        _score_rows(teacher_query, teacher_positive, teacher_negatives, negatives_mask, teacher_temperature), axis=1))
+    live = jnp.isfinite(teacher)  # absent negatives: p_t = 0 contributes nothing (and no 0 * inf)
+    kl = jnp.where(live, jnp.exp(teacher) * (teacher - jnp.where(live, student, 0.0)), 0.0)
+    return jnp.mean(jnp.sum(kl, axis=1))
+
+
+def mrl_distill_loss(query: Array, positive: Array, negatives: Array | None, teacher_query: Array,
+                     teacher_positive: Array, teacher_negatives: Array | None = None, *, dims: Sequence[int],
+                     weights: Sequence[float] | None = None, **kw) -> Array:
+    """sum_k weights[k] * distill_loss of the student's first dims[k] coordinates (re-normalised)
+    against the whole teacher embedding, as mrl_nce_loss."""
+    weights = [1.0] * len(dims) if weights is None else list(weights)
+    if len(weights) != len(dims):
+        raise ValueError(f"one weight per dim: dims={list(dims)} weights={weights}")
+    return sum(float(w) * distill_loss(query[..., :k], positive[..., :k],
+                                       None if negatives is None else negatives[..., :k],
+                                       teacher_query, teacher_positive, teacher_negatives, **kw)
                for k, w in zip(dims, weights))

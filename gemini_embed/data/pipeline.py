@@ -153,9 +153,20 @@ def _pad(tokenizer, texts: list[str], length: int) -> tuple[np.ndarray, np.ndarr
     return tokens, mask
 
 
+def teacher_texts(record: dict) -> tuple[str, str, list[str]]:
+    """(query, positive, negatives) as a teacher sees them: raw text, documents as `title text`
+    (MTEB's retrieval convention), no prompts: the teacher was trained without ours."""
+    def doc(text, title):
+        return f"{_str(title)} {_str(text)}".strip()
+
+    negatives = [doc(t, h) for t, h in zip(record["negatives"], record["negative_titles"])]
+    return _str(record["query"]), doc(record["positive"], record["title"]), negatives
+
+
 def featurize(rows: np.ndarray, *, source: Source, index: int, tokenizer, shape: BatchShape,
-              uses_prompts: bool) -> dict[str, np.ndarray]:
-    """This host's rows of one global batch of `source` as the train step's arrays (+ "dataset")."""
+              uses_prompts: bool, teacher=None) -> dict[str, np.ndarray]:
+    """This host's rows of one global batch of `source` as the train step's arrays (+ "dataset").
+    teacher: an Embedder whose embeddings of the rows' raw texts go in `teacher_*` (distillation)."""
     records = source.records.__getitems__([int(r) for r in rows])
     prompted = [prompt_example(r, source.spec, uses_prompts) for r in records]
     queries, positives = [q for q, _, _ in prompted], [p for _, p, _ in prompted]
@@ -177,6 +188,14 @@ def featurize(rows: np.ndarray, *, source: Source, index: int, tokenizer, shape:
                 "negative_present": present}
     if shape.scored:
         out["pair_score"] = np.array([r["score"] if source.spec.scored else np.nan for r in records], np.float32)
+    if teacher is not None:
+        raw = [teacher_texts(r) for r in records]
+        n, k = len(records), shape.num_negatives
+        negatives = [t for _, _, negs in raw for t in negs[:k] + [""] * (k - len(negs[:k]))]
+        e = teacher.embed([q for q, _, _ in raw] + [p for _, p, _ in raw] + negatives, progress=False)
+        out |= {"teacher_query": e[:n], "teacher_positive": e[n:2 * n]}
+        if k:  # absent negatives embed "" and are masked out by negative_present, as the student's
+            out["teacher_negative"] = e[2 * n:].reshape(n, k, -1)
     out["dataset"] = np.int32(index)
     return out
 
@@ -192,7 +211,7 @@ def source_seed(seed: int, name: str) -> int:
 
 def build_dataset(sources: Sequence[Source], tokenizer, shape: BatchShape, *, rates: Sequence[float] | None = None,
                   seed: int = 0, process_index: int = 0, process_count: int = 1,
-                  uses_prompts: bool = True) -> grain.MapDataset:
+                  uses_prompts: bool = True, teacher=None) -> grain.MapDataset:
     """The infinite MapDataset whose element k is this host's slice of global batch k."""
     b = shape.global_batch_size
     if b % process_count:
@@ -206,7 +225,7 @@ def build_dataset(sources: Sequence[Source], tokenizer, shape: BatchShape, *, ra
         ds = grain.MapDataset.range(len(src)).shuffle(seed=source_seed(seed, src.name) % 2**31).repeat()
         ds = ds.batch(b).map(functools.partial(_host_rows, lo=lo, hi=hi))
         per_source.append(ds.map(functools.partial(featurize, source=src, index=d, tokenizer=tokenizer, shape=shape,
-                                                   uses_prompts=uses_prompts)))
+                                                   uses_prompts=uses_prompts, teacher=teacher)))
     return grain.MapDataset.select_from_datasets(per_source, MixtureSelection(rates, seed))
 
 
@@ -215,12 +234,14 @@ class Pipeline:
     `state(it)` / `iterator(state)` save and resume it."""
 
     def __init__(self, sources: Sequence[Source], tokenizer, shape: BatchShape, *, rates=None, seed: int = 0,
-                 process_index: int = 0, process_count: int = 1, uses_prompts: bool = True, threads: int = 2):
+                 process_index: int = 0, process_count: int = 1, uses_prompts: bool = True, threads: int = 2,
+                 teacher=None):
         self.sources, self.shape, self.seed = list(sources), shape, seed
         self.names = [s.name for s in self.sources]
+        self.teacher_dim = 0 if teacher is None else teacher.dim
         self.dataset = build_dataset(self.sources, tokenizer, shape, rates=rates, seed=seed,
                                      process_index=process_index, process_count=process_count,
-                                     uses_prompts=uses_prompts)
+                                     uses_prompts=uses_prompts, teacher=teacher)
         self.threads = threads
         self._fingerprint = {"sources": self.names, "seed": seed, "global_batch_size": shape.global_batch_size,
                              "rates": None if rates is None else [float(r) for r in rates]}
@@ -248,8 +269,9 @@ def source_names(data_cfg) -> list[str]:
 
 
 def from_config(data_cfg, global_batch_size: int, tokenizer, *, uses_prompts: bool, seed: int,
-                process_index: int = 0, process_count: int = 1, verbose: bool = True) -> Pipeline:
-    """The Pipeline of a config's `data` block (see docs/data.md for the keys)."""
+                process_index: int = 0, process_count: int = 1, verbose: bool = True, teacher=None) -> Pipeline:
+    """The Pipeline of a config's `data` block (see docs/data.md for the keys); `teacher`: an
+    Embedder for distillation targets (`featurize`)."""
     get = data_cfg.get
     names = source_names(data_cfg)
     sources = open_sources(names, root=get("root") or None, data_dir=get("dir") or None,
@@ -263,7 +285,7 @@ def from_config(data_cfg, global_batch_size: int, tokenizer, *, uses_prompts: bo
     data_seed = get("seed")
     return Pipeline(sources, tokenizer, shape, rates=rates, seed=seed if data_seed is None else int(data_seed),
                     process_index=process_index, process_count=process_count, uses_prompts=uses_prompts,
-                    threads=int(get("threads") if get("threads") is not None else 2))
+                    threads=int(get("threads") if get("threads") is not None else 2), teacher=teacher)
 
 
 def global_batch(host_batch: dict[str, np.ndarray], mesh) -> dict:

@@ -104,6 +104,7 @@ def evaluate_params(pretrained, params, tasks: str, batch_size: int = 64) -> dic
                            tasks, use_prompts=pretrained.uses_prompts, progress=False)
 
 
+LOSS_TERMS = ("nce_loss", "cosent_loss", "distill_loss", "spread_out_loss")  # the parts of "loss", when present
 MODEL_KEYS = ("name", "encoder_type", "encoder", "projection", "mrl_dims")  # what a resume must not change
 
 
@@ -156,17 +157,24 @@ def train(config, workdir: str) -> dict:
         state = state_lib.init_train_state(model, run.optim, run.loss, jax.random.key(c.train.seed),
                                            params=pretrained.params, shardings=shardings)
     peak = measured_peak_flops()  # before the data pipeline's threads start competing for the cores
+    # The distillation teacher embeds each batch's texts on this host's first device, in the data threads.
+    teacher = None
+    if run.loss.distill_weight:
+        teacher = Embedder.from_pretrained(run.loss.distill_teacher,
+                                           mesh=sharding.make_mesh(devices=jax.local_devices()[:1]))
     data = data_pipeline.from_config(c.data, c.train.global_batch_size, pretrained.tokenizer,
                                      uses_prompts=pretrained.uses_prompts, seed=c.train.seed,
                                      process_index=jax.process_index(), process_count=jax.process_count(),
-                                     verbose=lead)
+                                     verbose=lead, teacher=teacher)
     if start and not data_state:
         raise ValueError(f"{workdir}: the checkpoint of step {start} holds no data-iterator state, so the run "
                          f"cannot resume exactly; start a new workdir (model.init_from={workdir} keeps its params)")
     batches = data.iterator(data_state if start else None)
-    if (data.shape.num_negatives, data.shape.scored) != (run.num_negatives, run.scored):
-        raise AssertionError(f"pipeline batch {data.shape} differs from the compiled step's "
-                             f"(negatives {run.num_negatives}, scored {run.scored})")
+    if (data.shape.num_negatives, data.shape.scored, data.teacher_dim) != (run.num_negatives, run.scored,
+                                                                          run.teacher_dim):
+        raise AssertionError(f"pipeline batch {data.shape} (teacher dim {data.teacher_dim}) differs from the "
+                             f"compiled step's (negatives {run.num_negatives}, scored {run.scored}, "
+                             f"teacher dim {run.teacher_dim})")
     lowered = run.lower()
     compiled, memory = compile_train_step(lowered)
     flops = float((compiled.cost_analysis() or {}).get("flops", 0.0))
@@ -217,7 +225,8 @@ def train(config, workdir: str) -> dict:
                    "examples_per_sec": c.train.global_batch_size / dt, "tokens_per_sec": real * tokens_per_step / dt,
                    "padded_tokens_per_sec": tokens_per_step / dt, "padding": 1 - real,
                    "mfu": real * useful / dt / peak if peak else 0.0,
-                   "mfu_padded": flops / dt / peak if peak else 0.0, "peak_flops": peak, "source": source}
+                   "mfu_padded": flops / dt / peak if peak else 0.0, "peak_flops": peak, "source": source,
+                   **{t: m[t] for t in LOSS_TERMS if t in m}}
             writer.write(row)
             bar.set_postfix(loss=f"{row['loss']:.4f}", acc=f"{row['in_batch_accuracy']:.3f}")
             if lead:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import pathlib
 from typing import Any
 
 import flax.linen as nn
@@ -20,6 +21,7 @@ from jax.sharding import Mesh
 
 from gemini_embed.data import builders, pipeline
 from gemini_embed.model.embedding_model import EmbeddingModel, EmbeddingModelConfig
+from gemini_embed.pretrained import architecture, resolve
 from gemini_embed.train import state as state_lib
 from gemini_embed.train.step import batch_spec, make_train_step
 
@@ -36,6 +38,7 @@ class Run:
     batch: dict  # the global batch's ShapeDtypeStructs, sharded over the batch axes
     num_negatives: int
     scored: bool  # the batch has a pair_score column (a graded source is in the mixture)
+    teacher_dim: int = 0  # the batch has the distillation teacher's embeddings (loss.distill_weight > 0)
 
     def lower(self):
         """The train step lowered for the abstract state and batch (nothing allocated)."""
@@ -73,9 +76,17 @@ def build(c, model_config: EmbeddingModelConfig, mesh: Mesh) -> Run:
                               c.train.grad_cache_chunk_size, frozen=optim.frozen)
     k = int(c.data.get("num_negatives") or 0)
     scored = any(builders.is_graded(n, c.data.get("root") or None) for n in pipeline.source_names(c.data))
+    dt = teacher_dim(loss.distill_teacher) if loss.distill_weight else 0
     spec = batch_spec(mesh, c.train.global_batch_size, c.data.query_len, c.data.positive_len,
-                      num_negatives=k, negative_len=c.data.positive_len, scores=scored)
-    return Run(model, optim, loss, mesh, shardings, abstract, step_fn, spec, k, scored)
+                      num_negatives=k, negative_len=c.data.positive_len, scores=scored, teacher_dim=dt)
+    return Run(model, optim, loss, mesh, shardings, abstract, step_fn, spec, k, scored, dt)
+
+
+def teacher_dim(name: str) -> int:
+    """The output dim of a distillation teacher: a registered name (no weights read) or a model dir."""
+    if pathlib.Path(name).is_dir():
+        return resolve(name).config.output_dim
+    return architecture(name).output_dim
 
 
 def model_flops_per_step(model_cfg, sequences: int, seq_len: int) -> float:

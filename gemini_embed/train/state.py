@@ -58,6 +58,11 @@ class LossConfig:
     hard_negative_alpha: float | None = None  # EmbeddingGemma: 5.0
     spread_out_weight: float = 0.0
     cosent_temperature: float = 0.05  # CoSENT's tau on scored batches (its usual scale 20 = 1 / 0.05)
+    # Embedding distillation (losses.distill_loss): weight > 0 adds it to every batch; the teacher
+    # is a registered model or a model directory, embedding each batch's raw texts on the host.
+    distill_weight: float = 0.0
+    distill_teacher: str = "all-minilm-l6-v2"
+    distill_temperature: float = 0.05  # the teacher's tau (the student's is `temperature`)
 
 
 @flax.struct.dataclass

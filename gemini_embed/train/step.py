@@ -7,6 +7,8 @@ Batch (a dict of global arrays, leading dim B sharded over ('data', 'fsdp')):
   negative_present [B, K] bool      (optional; absent negatives drop out of the denominator)
   query_ids        [B] int32        positive_ids   [B] int32   (optional; equal ids = false negatives)
   pair_score       [B] float32      (optional: graded gold similarity; NaN = none)
+  teacher_query    [B, Dt] float32  teacher_positive [B, Dt]  teacher_negative [B, K, Dt]
+                   (optional: a teacher's embeddings of the same texts, for LossConfig.distill_weight)
 
 A batch whose pair_score is finite in every row (a scored source such as `stsb-scored-train`) is
 trained with the MRL CoSENT loss instead of NCE: its low-scored pairs are not positives. The
@@ -37,7 +39,7 @@ log = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("query_tokens", "query_mask", "positive_tokens", "positive_mask")
 OPTIONAL_KEYS = ("negative_tokens", "negative_mask", "negative_present", "query_ids", "positive_ids",
-                 "pair_score")
+                 "pair_score", "teacher_query", "teacher_positive", "teacher_negative")
 
 
 def _check_batch(batch: dict[str, Any]) -> None:
@@ -57,6 +59,13 @@ def _check_batch(batch: dict[str, Any]) -> None:
         want |= {"negative_mask": nt, "negative_present": nt[:2]}
     elif "negative_mask" in batch or "negative_present" in batch:
         raise ValueError("negative_mask / negative_present given without negative_tokens")
+    if "teacher_query" in batch:
+        dt = batch["teacher_query"].shape[-1]
+        want |= {"teacher_query": (b, dt), "teacher_positive": (b, dt)}
+        if "negative_tokens" in batch:
+            want["teacher_negative"] = (*batch["negative_tokens"].shape[:2], dt)
+        if ("teacher_negative" in batch) != ("negative_tokens" in batch):
+            raise ValueError("teacher_negative must come with negative_tokens, and only with them")
     for k, shape in want.items():
         if k in batch and tuple(batch[k].shape) != tuple(shape):
             raise ValueError(f"batch[{k!r}] must have shape {tuple(shape)}, got {tuple(batch[k].shape)}")
@@ -134,6 +143,17 @@ def make_loss_fn(model: nn.Module, loss_cfg: LossConfig, batch: dict[str, Any]):
                                             temperature=loss_cfg.cosent_temperature)
             metrics["cosent_loss"] = cosent
             loss = jnp.where(scored, cosent, loss)
+        if loss_cfg.distill_weight:
+            if "teacher_query" not in batch:
+                raise ValueError("loss.distill_weight > 0 needs the teacher's embeddings in the batch "
+                                 "(teacher_query, teacher_positive[, teacher_negative])")
+            distill = losses.mrl_distill_loss(
+                emb["query"], emb["positive"], emb.get("negative"), batch["teacher_query"], batch["teacher_positive"],
+                batch.get("teacher_negative"), dims=dims, weights=loss_cfg.mrl_weights, temperature=temperature,
+                teacher_temperature=loss_cfg.distill_temperature,
+                negatives_mask=batch.get("negative_present") if "negative" in emb else None)
+            metrics["distill_loss"] = distill
+            loss = loss + loss_cfg.distill_weight * distill
         return loss, metrics
 
     return loss_fn
@@ -149,7 +169,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
     grad_cache_chunk_size > 0: gradient caching with that many examples (rows of the global batch)
     per chunk; it must divide the global batch and be a multiple of data x fsdp.
     Metrics (replicated f32 scalars): loss, nce_loss, in_batch_accuracy, positive_similarity,
-    negative_similarity, [hard_negative_similarity], loss@<dim>, [spread_out_loss], [cosent_loss], temperature,
+    negative_similarity, [hard_negative_similarity], loss@<dim>, [spread_out_loss], [cosent_loss],
+    [distill_loss], temperature,
     grad_norm, learning_rate (the lr this update used), skipped (1 if the update was skipped), and
     skipped_total (the state's count).
     """
@@ -194,7 +215,8 @@ def make_train_step(model: nn.Module, optimizer: optax.GradientTransformation, l
 
 
 def batch_spec(mesh: Mesh, global_batch: int, query_len: int, positive_len: int, *, num_negatives: int = 0,
-               negative_len: int = 0, ids: bool = True, scores: bool = False) -> dict[str, jax.ShapeDtypeStruct]:
+               negative_len: int = 0, ids: bool = True, scores: bool = False,
+               teacher_dim: int = 0) -> dict[str, jax.ShapeDtypeStruct]:
     """ShapeDtypeStructs (sharded over ('data', 'fsdp')) of a batch, for ahead-of-time lowering."""
     sh = NamedSharding(mesh, P(BATCH_AXES))
     s = lambda shape, dtype: jax.ShapeDtypeStruct(shape, dtype, sharding=sh)  # noqa: E731
@@ -209,6 +231,10 @@ def batch_spec(mesh: Mesh, global_batch: int, query_len: int, positive_len: int,
         spec |= {"query_ids": s((b,), jnp.int32), "positive_ids": s((b,), jnp.int32)}
     if scores:
         spec["pair_score"] = s((b,), jnp.float32)
+    if teacher_dim:
+        spec |= {name: s((b, teacher_dim), jnp.float32) for name in ("teacher_query", "teacher_positive")}
+        if num_negatives:
+            spec["teacher_negative"] = s((b, num_negatives, teacher_dim), jnp.float32)
     return spec
 
 

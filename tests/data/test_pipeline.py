@@ -138,6 +138,41 @@ def test_scored_source_batches_carry_their_scores(prepared_dir, tokenizer):
                                                       threads=0).iterator())
 
 
+def test_teacher_embeddings_are_the_teachers_embed_of_the_raw_texts(quick_sources, tokenizer):
+    """Distillation targets: the real all-MiniLM-L6-v2 embeds each row's query, positive and hard
+    negative as raw text (documents as `title text`, no prompts), absent negatives as ''."""
+    from gemini_embed.embed import Embedder
+
+    teacher = Embedder.from_pretrained("all-minilm-l6-v2")
+    pipe = pipeline.Pipeline(quick_sources, tokenizer, SHAPE, seed=0, threads=0, teacher=teacher)
+    assert pipe.teacher_dim == 384
+    seen = set()
+    for b in _batches(pipe.iterator(), 12):
+        source = quick_sources[int(b["dataset"])]
+        seen.add(source.name)
+        rows = source.records.__getitems__([int(r) for r in _row_ids(pipe, b)])
+        raw = [pipeline.teacher_texts(r) for r in rows]
+        if source.name == "scifact-train":  # a document: its title first
+            assert raw[0][1].startswith(rows[0]["title"].decode())
+        np.testing.assert_allclose(b["teacher_query"], teacher.embed([q for q, _, _ in raw]), atol=1e-6)
+        np.testing.assert_allclose(b["teacher_positive"], teacher.embed([p for _, p, _ in raw]), atol=1e-6)
+        negs = [negs[0] if negs else "" for _, _, negs in raw]
+        np.testing.assert_allclose(b["teacher_negative"][:, 0], teacher.embed(negs), atol=1e-6)
+        assert b["teacher_negative"].shape == (SHAPE.global_batch_size, 1, 384)
+    assert len(seen) >= 3
+
+
+def _row_ids(pipe, batch):
+    """The source rows of a batch, found by their ids among the source's rows (the order of the batch)."""
+    source = pipe.sources[int(batch["dataset"])]
+    records = source.records.__getitems__(list(range(len(source))))
+    by_id = {}
+    for r, rec in enumerate(records):
+        q, p, _ = pipeline.prompt_example(rec, source.spec, True)
+        by_id.setdefault((pipeline.text_id(q), pipeline.text_id(p)), r)
+    return [by_id[int(qi), int(pi)] for qi, pi in zip(batch["query_ids"], batch["positive_ids"])]
+
+
 def test_same_seed_same_batches_and_restore_after_k(quick_sources, tokenizer):
     make = lambda seed: pipeline.Pipeline(quick_sources, tokenizer, SHAPE, seed=seed)  # noqa: E731
     pipe = make(7)

@@ -235,6 +235,31 @@ def test_scored_batches_train_cosent_and_the_rest_nce():
         np.testing.assert_array_equal(a, b)
 
 
+def test_distillation_adds_its_weighted_mrl_term():
+    """loss.distill_weight: the step's loss is NCE (+ spread-out) plus w x MRL distillation of the
+    teacher's arrays in the batch (its own reference: tests/test_distill.py); without them, a message."""
+    rng = np.random.default_rng(4)
+    emb = {"query": jnp.asarray(rng.normal(size=(B, 32)), jnp.float32),
+           "positive": jnp.asarray(rng.normal(size=(B, 32)), jnp.float32),
+           "negative": jnp.asarray(rng.normal(size=(B, K, 32)), jnp.float32)}
+    teacher = {"teacher_query": rng.normal(size=(B, 8)).astype(np.float32),
+               "teacher_positive": rng.normal(size=(B, 8)).astype(np.float32),
+               "teacher_negative": rng.normal(size=(B, K, 8)).astype(np.float32)}
+    log_t = jnp.float32(np.log(LOSS.temperature))
+    with_distill = dataclasses.replace(LOSS, distill_weight=0.7, distill_temperature=0.02)
+    batch = {**BATCHES[0], **teacher}
+    (loss, m), grads = jax.jit(jax.value_and_grad(make_loss_fn(MODEL, with_distill, batch), has_aux=True))(emb, log_t)
+    (plain, _), _ = jax.jit(jax.value_and_grad(make_loss_fn(MODEL, LOSS, BATCHES[0]), has_aux=True))(emb, log_t)
+    want = losses.mrl_distill_loss(emb["query"], emb["positive"], emb["negative"], *teacher.values(), dims=(16, 32),
+                                   weights=LOSS.mrl_weights, temperature=LOSS.temperature, teacher_temperature=0.02,
+                                   negatives_mask=batch["negative_present"])
+    np.testing.assert_allclose(float(m["distill_loss"]), float(want), rtol=1e-6)
+    np.testing.assert_allclose(float(loss), float(plain) + 0.7 * float(want), rtol=1e-6)
+    assert np.all(np.isfinite(np.asarray(grads["negative"])))
+    with pytest.raises(ValueError, match="teacher"):
+        make_loss_fn(MODEL, with_distill, BATCHES[0])(emb, log_t)
+
+
 def test_fixed_temperature_stays_fixed():
     """learn_temperature=False: the loss uses the config's temperature, the state's log_temperature
     gets an exactly zero gradient, so AdamW (decay masked off) leaves it where it was."""

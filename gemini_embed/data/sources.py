@@ -19,8 +19,11 @@ import collections
 import functools
 import json
 import pathlib
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
+
+import numpy as np
 
 from gemini_embed.data.files import (BAD_LINE, DataError, Problems, read_beir, read_jsonl,  # noqa: F401
                                      read_lines, read_table, text_field)
@@ -237,3 +240,53 @@ def docstring_code(path, problems: Problems) -> Iterator[dict]:
         code = text_field(obj, "code", path, line, problems)
         if q is not None and code is not None:
             yield example(q, code, _origin(path, line))
+
+
+# Interface-string placeholders of the parallel data (its README): Fluent `{ $name }`, MediaWiki
+# `$1` and `{{PLURAL:$1|...}}`, printf `%s` / `%1$s`, `{name}`, HTML tags. Translators keep them, so
+# they pair trivially across languages; they are not language.
+PLACEHOLDER = re.compile(r"\{\{[^{}]*\}\}|\{\s*\$[\w.-]+\s*\}|\{\w+\}|\$\d+|%(?:\d+\$)?[sdif@]|</?[a-zA-Z][^<>]*>")
+PLACEHOLDER_MODES = ("normalise", "drop", "keep")
+
+
+def _without_placeholders(text: str, mode: str) -> str | None:
+    """`text` with placeholders removed ("normalise"), None if it has any ("drop"), or as is."""
+    if mode == "keep" or not PLACEHOLDER.search(text):
+        return text
+    if mode == "drop":
+        return None
+    text = " ".join(PLACEHOLDER.sub(" ", text).split())
+    return text if any(c.isalnum() for c in text) else None  # nothing but placeholders and punctuation
+
+
+def parallel(folder, problems: Problems, *, placeholders: str = "normalise", temperature: float = 2.0,
+             seed: int = 0) -> Iterator[dict]:
+    """One dataset of the parallel data: every `<code>-en.tsv.gz` (header `en<TAB><code>`) of `folder`.
+
+    The X side is the query, its English translation the positive (Tatoeba mines English for X).
+    Language l with n_l pairs gets the share p_l ~ n_l^(1/temperature) of the dataset's N rows,
+    as multilingual trainers sample: small languages are repeated, large ones subsampled (seeded),
+    so one pass over the rows is the tempered mixture (temperature 1: as is; large: uniform).
+    `placeholders`: see PLACEHOLDER_MODES; a pair left without text on either side is dropped.
+    """
+    if placeholders not in PLACEHOLDER_MODES:
+        raise ValueError(f"placeholders must be one of {PLACEHOLDER_MODES}, got {placeholders!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    per_language: dict[str, list[dict]] = {}
+    for path in sorted(pathlib.Path(folder).glob("*-en.tsv.gz")):
+        code = path.name.removesuffix("-en.tsv.gz")
+        rows = per_language.setdefault(code, [])
+        for line, row in read_table(path, problems, required=("en", code)):
+            x, en = (_without_placeholders(row[k].strip(), placeholders) for k in (code, "en"))
+            if x and en:
+                rows.append(example(x, en, _origin(path, line)))
+    sizes = {code: len(rows) for code, rows in per_language.items() if rows}
+    weight = {code: n ** (1.0 / temperature) for code, n in sizes.items()}
+    total, norm = sum(sizes.values()), sum(weight.values())
+    rng = np.random.default_rng(seed)
+    for code in sorted(sizes):
+        want, n = max(1, round(total * weight[code] / norm)), sizes[code]
+        order = np.concatenate([rng.permutation(n) for _ in range(-(-want // n))])[:want]
+        for i in order:
+            yield per_language[code][int(i)]

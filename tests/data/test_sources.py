@@ -228,3 +228,51 @@ def test_unknown_classification_label(tmp_path):
     got = list(src.classification(path, problems, **{**spec_reader.keywords}))
     assert [g["positive"] for g in got] == ["counterfactual statement", "not a counterfactual statement"]
     assert problems.first == [f"{path}:4: bad_value: is_counterfactual 'maybe' is not a known label"]
+
+
+def test_parallel_pairs_tempered_by_language():
+    """MAFAND-MT (9 languages, Swahili 29,996 of 64,026 pairs): the X side is the query, English
+    the positive; each language's share of the rows is n^(1/T) / sum n^(1/T) (T=2), and every
+    row is a real pair of its file (independent count with gzip + csv)."""
+    folder = DATA / "parallel" / "mafand_mt_train"
+    raw = {}
+    for path in sorted(folder.glob("*-en.tsv.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+        code = path.name.removesuffix("-en.tsv.gz")
+        assert rows[0] == ["en", code]
+        raw[code] = {(x, en) for en, x in rows[1:]}
+    sizes = {code: len(pairs) for code, pairs in raw.items()}
+    assert sum(sizes.values()) == 64_026 and sizes["swa"] == 29_996  # the data README
+    examples, problems = _read("parallel-mafand", "train", "fail")
+    got = collections.Counter(e["origin"].split("/")[1].split("-en.tsv.gz")[0] for e in examples)
+    norm = sum(n ** 0.5 for n in sizes.values())
+    for code, n in sizes.items():
+        assert got[code] == round(64_026 * n ** 0.5 / norm)
+    for e in examples[::97]:
+        code = e["origin"].split("/")[1].split("-en.tsv.gz")[0]
+        assert (e["query"], e["positive"]) in raw[code] and e["task"] == ""
+    assert got["swa"] < sizes["swa"] and got["tsn"] > sizes["tsn"]  # the large shrinks, the small grows
+    assert len(set(map(str, examples))) == sum(min(got[c], n) for c, n in sizes.items())  # no repeat before all
+
+
+def test_parallel_placeholders():
+    f = src._without_placeholders
+    assert f("Download { $esr_version } now", "normalise") == "Download now"
+    assert f("$1 edits by %s in {{PLURAL:$2|one day|$2 days}}", "normalise") == "edits by in"
+    assert f("<b>Bold</b> %1$s", "normalise") == "Bold"
+    assert f("{ $name }:", "normalise") is None  # nothing left but punctuation: the pair goes
+    assert f("Download { $v }", "drop") is None and f("Download { $v }", "keep") == "Download { $v }"
+    assert f("50% less, $ 5", "drop") == "50% less, $ 5"  # a percent sign and a dollar are text
+    def pairs(mode):  # at T = 1 every language keeps its rows as they are
+        return {e["origin"]: (e["query"], e["positive"]) for e in src.parallel(
+            DATA / "parallel" / "mozilla_org_l10n", src.Problems("fail"), placeholders=mode, temperature=1.0)}
+
+    keep, normalised, dropped = pairs("keep"), pairs("normalise"), pairs("drop")
+    assert len(keep) == 107_445  # the data README
+    changed = {o for o, p in keep.items() if normalised.get(o) != p}
+    assert set(keep) - set(dropped) == changed and len(changed) > 1000  # measured: 1,140
+    assert all(src.PLACEHOLDER.search(" ".join(keep[o])) and not src.PLACEHOLDER.search(" ".join(normalised[o]))
+               for o in changed if o in normalised)
+    with pytest.raises(ValueError, match="placeholders"):
+        list(src.parallel(DATA / "parallel" / "udhr", src.Problems("fail"), placeholders="strip"))

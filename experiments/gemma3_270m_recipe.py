@@ -17,6 +17,8 @@ lr 5e-5, optim.frozen=embedder (worse on the test split). Outside the driver, fo
 (no STS Benchmark data, so those tasks stay unseen), each from prefinetune:
   ft_nli          SNLI dev triplets + Twitter URL paraphrases (2:1), 360 steps (the fifth run)
   ft_nli_distill  the same plus distillation of all-MiniLM-L6-v2's in-batch similarities (the sixth run)
+and the multilingual stage, from ft_sentences:
+  ft_multilingual the nine parallel datasets (X -> English) mixed 12:6 with ft_sentences' English sources
 """
 import ml_collections
 
@@ -60,11 +62,21 @@ def get_config(stage: str = "prefinetune") -> ml_collections.ConfigDict:
         c.train.steps, c.optim.lr = 360, 3e-5
         if stage == "ft_nli_distill":  # plus all-MiniLM-L6-v2's in-batch similarities (sixth run)
             c.loss.distill_weight = 1.0
+    elif stage == "ft_multilingual":  # from ft_sentences: English <-> X pairs of every parallel dataset,
+        # with the English sentence sources kept in the mixture so STS Benchmark holds (docs/multilingual.md)
+        parallel = {"parallel-mediawiki-train": 2, "parallel-bible-train": 2, "parallel-mozilla-train": 1,
+                    "parallel-rosetta-train": 1, "parallel-mafand-train": 1, "parallel-osm-website-train": 1,
+                    "parallel-osm-id-train": 1, "parallel-wikipedia-android-train": 1, "parallel-udhr-train": 1}
+        english = {"stsb-scored-train": 3, "snli-triplets-validation": 2, "twitter-url-train": 1}
+        c.data.sources = ",".join([*parallel, *english])
+        c.data.rates = ",".join(str(r) for r in [*parallel.values(), *english.values()])
+        c.data.query_len, c.data.positive_len = 48, 48
+        c.train.steps, c.optim.lr = 360, 3e-5
     elif stage == "ft_mixed":
         c.data.sources, c.data.rates = "stsb-scored-train,squad-train,code-docstring-train,twitter-url-train", "2,1,1,1"
         c.data.query_len, c.data.positive_len = 32, 96
         c.train.steps, c.optim.lr = 60, 3e-5
     else:
         raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
-    c.checkpoint.every = 120 if stage.startswith("ft_nli") else 20
+    c.checkpoint.every = 120 if stage.startswith(("ft_nli", "ft_multilingual")) else 20
     return c

@@ -18,7 +18,7 @@ lr 5e-5, optim.frozen=embedder (worse on the test split). Outside the driver, fo
   ft_nli          SNLI dev triplets + Twitter URL paraphrases (2:1), 360 steps (the fifth run)
   ft_nli_distill  the same plus distillation of all-MiniLM-L6-v2's in-batch similarities (the sixth run)
 and the multilingual stage, from ft_sentences:
-  ft_multilingual the nine parallel datasets (X -> English) mixed 12:6 with ft_sentences' English sources
+  ft_multilingual the nine parallel datasets (X -> English) mixed 11:6 with ft_sentences' English sources
 """
 import ml_collections
 
@@ -63,7 +63,7 @@ def get_config(stage: str = "prefinetune") -> ml_collections.ConfigDict:
         if stage == "ft_nli_distill":  # plus all-MiniLM-L6-v2's in-batch similarities (sixth run)
             c.loss.distill_weight = 1.0
     elif stage == "ft_multilingual":  # from ft_sentences: English <-> X pairs of every parallel dataset,
-        # with the English sentence sources kept in the mixture so STS Benchmark holds (docs/multilingual.md)
+        # with the English sentence sources kept in the mixture so STS Benchmark holds (multilingual_report.py)
         parallel = {"parallel-mediawiki-train": 2, "parallel-bible-train": 2, "parallel-mozilla-train": 1,
                     "parallel-rosetta-train": 1, "parallel-mafand-train": 1, "parallel-osm-website-train": 1,
                     "parallel-osm-id-train": 1, "parallel-wikipedia-android-train": 1, "parallel-udhr-train": 1}
@@ -77,6 +77,7 @@ def get_config(stage: str = "prefinetune") -> ml_collections.ConfigDict:
         c.data.query_len, c.data.positive_len = 32, 96
         c.train.steps, c.optim.lr = 60, 3e-5
     else:
-        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}")
+        raise ValueError(f"unknown stage {stage!r}; stages: {', '.join(STAGES)}, ft_nli, ft_nli_distill, "
+                         "ft_multilingual")
     c.checkpoint.every = 120 if stage.startswith(("ft_nli", "ft_multilingual")) else 20
     return c
